@@ -1,0 +1,326 @@
+"""The ``flexguard`` command: thin argparse wrappers over the library.
+
+Every subcommand is a few lines that parse arguments and call a library function; user
+mistakes arrive as :class:`FlexGuardError` and are printed as ``error: …`` (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigError, FlexGuardError
+
+log = logging.getLogger("flexguard")
+
+
+# --- shared helpers -------------------------------------------------------------------
+
+def _policy(args: argparse.Namespace):
+    from .thresholds import Policy
+
+    return Policy.load(args.policy) if getattr(args, "policy", None) else Policy()
+
+
+def _moderator(args: argparse.Namespace):
+    from .moderators import get_moderator
+
+    options: dict[str, Any] = {}
+    if getattr(args, "mode", None):
+        options["mode"] = args.mode
+    return get_moderator(args.model, **options)
+
+
+def _decision_record(policy, res, *, mode: str | None, strictness: str | None, threshold: float | None) -> dict[str, Any]:
+    cat = None if res.category is None else res.category.value
+    dec = policy.decide_many([res.score if res.score is not None else float("nan")], categories=[cat], modes=mode)
+    flagged, used = policy.flag(res.score, category=cat, mode=mode, strictness=strictness, threshold=threshold)
+    if res.score is None and res.flagged is not None:  # label-only moderator: one decision for all regimes
+        flagged = res.flagged
+    return {
+        "flagged": bool(flagged),
+        "threshold": used,
+        "decisions": {r: (bool(res.flagged) if res.score is None and res.flagged is not None else bool(f[0]))
+                      for r, f in dec.flags.items()},
+        "margin": None if res.score is None else round(float(dec.margin[0]), 3),
+    }
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="embedded",
+                   help="moderator spec: embedded (default), hf:PATH|HUB_ID, openai:URL#MODEL, predictions:FILE, ...")
+    p.add_argument("--mode", choices=["generate", "expected"], default=None,
+                   help="LLM scoring mode: decode and parse, or the expected score over score tokens")
+    p.add_argument("--batch-size", type=int, default=32)
+
+
+def _add_policy_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", help="policy YAML (thresholds per regime / category / mode)")
+
+
+# --- commands -------------------------------------------------------------------------
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .data import items_from_rows, read_table
+    from .runner import score_items
+    from .schema import Item
+
+    policy = _policy(args)
+    if args.threshold is not None and args.strictness:
+        raise ConfigError("give --strictness or --threshold, not both")
+    if args.strictness and args.strictness not in policy.regimes:
+        raise ConfigError(f"unknown strictness {args.strictness!r}; the policy has {', '.join(policy.regime_names)}")
+    if args.threshold is not None:
+        from .rubric import check_score
+
+        check_score(args.threshold, what="--threshold")
+    if args.input:
+        if args.text:
+            raise ConfigError("give a TEXT argument or --in FILE, not both")
+        items = items_from_rows(read_table(args.input), origin=str(args.input), max_chars=args.max_chars)
+    elif args.text is not None:
+        items = items_from_rows([{"id": "1", "prompt": args.text, "response": args.response}], origin="command line",
+                                max_chars=args.max_chars)
+    else:
+        raise ConfigError("nothing to score: give a TEXT argument or --in FILE")
+    moderator = _moderator(args)
+
+    def annotate(item: Item, res) -> dict[str, Any]:
+        return _decision_record(policy, res, mode=item.mode, strictness=args.strictness, threshold=args.threshold)
+
+    run = score_items(moderator, items, out=args.out, batch_size=args.batch_size, progress=bool(args.out) and not args.quiet,
+                      resume=not args.no_resume, annotate=annotate)
+    if args.out:
+        n_err = sum(r.parse_error for r in run.results)
+        print(f"scored {len(items)} items ({run.resumed} resumed) -> {args.out}" + (f"; {n_err} parse errors" if n_err else ""),
+              file=sys.stderr)
+        return 0
+    for item, res in zip(items, run.results):
+        rec = {"id": item.id, "risk_score": None if res.score is None else round(res.score, 2),
+               "tier": None if res.tier is None else res.tier.value,
+               "category": None if res.category is None else res.category.value,
+               "category_scores": res.category_scores, "parse_error": res.parse_error, **annotate(item, res)}
+        if args.json:
+            print(json.dumps(rec))
+        else:
+            _print_human(rec)
+    return 0
+
+
+def _print_human(rec: dict[str, Any]) -> None:
+    if rec["risk_score"] is None:
+        print("risk score  –  (no score" + (": output could not be parsed" if rec["parse_error"] else "") + ")")
+    else:
+        print(f"risk score  {rec['risk_score']:.1f}  ({rec['tier']})   category {rec['category']}")
+    print("decisions   " + "  ".join(f"{r}: {'UNSAFE' if v else 'safe'}" for r, v in rec["decisions"].items()))
+    print(f"flagged     {'yes' if rec['flagged'] else 'no'}  (score > {rec['threshold']:g})")
+    if rec.get("category_scores"):
+        top = sorted(rec["category_scores"].items(), key=lambda kv: -kv[1])[:3]
+        print("top categories  " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+    from .data import load_flexbench
+    from .moderators import get_moderator
+
+    if args.predictions:
+        if args.model != "embedded":
+            raise ConfigError("give --model or --predictions, not both")
+        moderator = get_moderator(f"predictions:{args.predictions}")
+    else:
+        moderator = _moderator(args)
+    if args.suite == "public":
+        from .bench import run_public
+        from .data import load_public
+
+        res = run_public(moderator, load_public(args.data, args.suites), args.out, policy=_policy(args),
+                         regime=args.strictness, batch_size=args.batch_size, progress=not args.quiet)
+        print(f"{'suite':<20}{'subset':<10}{'n':>6}{'F1':>8}{'prec':>8}{'recall':>8}{'FPR':>8}")
+        for name, m in res["suites"].items():
+            print(f"{name:<20}{m['subset']:<10}{m['n']:>6}{m['f1']:>8.3f}{m['precision']:>8.3f}{m['recall']:>8.3f}{m['fpr']:>8.3f}")
+        print(f"(regime {res['regime']}: flagged when score > {res['threshold']:g}) wrote {args.out}/public_metrics.json")
+        return 0
+    bench = load_flexbench(args.data, subset=args.subset, split=args.split)
+    res = run_bench(moderator, bench, args.out, policy=_policy(args),
+                    calibrate=None if args.calibrate == "none" else args.calibrate,
+                    batch_size=args.batch_size, n_boot=args.n_boot, seed=args.seed, progress=not args.quiet)
+    ev = res.evaluation
+    print(" | ".join(f"{r} F1 {m.f1:.3f}" for r, m in ev.regimes.items())
+          + f" | avg {ev.avg_f1:.3f} | worst {ev.worst_f1:.3f} | n {ev.n}")
+    print(f"wrote {res.out_dir}/metrics.json, report.md, predictions.jsonl and plots")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import compare_runs
+
+    table = compare_runs(args.runs)
+    if args.out:
+        Path(args.out).write_text(table)
+    print(table, end="")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import ThresholdCalibrator, cross_fit
+    from .data import load_flexbench
+    from .metrics import evaluate
+    from .moderators.predictions import read_predictions
+
+    bench = load_flexbench(args.data, subset=args.subset, split=args.split)
+    preds = read_predictions(args.predictions)
+    missing = [i.id for i in bench.items if i.id not in preds]
+    if missing:
+        raise ConfigError(f"{args.predictions}: no prediction for {len(missing)} items (first: {', '.join(missing[:5])})")
+    res = [preds[i.id] for i in bench.items]
+    if any(r.score is None for r in res):
+        raise ConfigError(f"{args.predictions}: calibration needs a score for every item "
+                          f"({sum(r.score is None for r in res)} have none)")
+    import numpy as np
+
+    scores = np.array([r.score for r in res])
+    cats = [None if r.category is None else r.category.value for r in res]
+    base = _policy(args)
+    cal = ThresholdCalibrator(args.strategy, per_category=args.per_category, min_support=args.min_support,
+                              regimes=dict(base.regimes), base=base)
+    cal.fit(scores, bench.tier_ranks, cats if args.per_category else None)
+    flags, _ = cross_fit(cal, scores, bench.tier_ranks, categories=cats if args.per_category else None, seed=args.seed)
+    held = evaluate(scores, bench.tier_ranks, policy=base, decisions=flags, n_boot=0)
+    cal.policy_.meta.update({"fitted_on": f"{bench.origin} ({len(bench)} items)",
+                             "cross_fitted": {r: {"f1": round(m.f1, 4), "fpr": round(m.fpr, 4), "recall": round(m.recall, 4)}
+                                              for r, m in held.regimes.items()}})
+    cal.policy_.save(args.out)
+    print(f"{'regime':<10}{'threshold':>10}{'held-out F1':>13}{'FPR':>8}{'recall':>8}")
+    for r, m in held.regimes.items():
+        print(f"{r:<10}{cal.thresholds_[r]:>10.2f}{m.f1:>13.3f}{m.fpr:>8.3f}{m.recall:>8.3f}")
+    if cal.category_thresholds_:
+        print("per-category overrides: " + ", ".join(c.value for c in cal.category_thresholds_))
+    print(f"(held-out = 5-fold cross-fitting on the same split) wrote {args.out}")
+    return 0
+
+
+def cmd_train_encoder(args: argparse.Namespace) -> int:
+    from .train.encoder import EncoderTrainConfig, train_encoder
+
+    cfg = EncoderTrainConfig(subset=args.subset, flexbench=args.flexbench, distill=args.distill, out=args.out,
+                             seed=args.seed, C=args.C, cv_folds=args.cv_folds)
+    report = train_encoder(cfg, progress=not args.quiet)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.app import serve
+
+    serve(model=args.model, policy_path=args.policy, host=args.host, port=args.port, api_keys_file=args.api_keys_file,
+          cors=args.cors, mode=args.mode)
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------
+
+def make_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="flexguard", description="Strictness-adaptive content moderation: "
+                                "a 0-100 risk score, a category, and a decision for every strictness.")
+    p.add_argument("--version", action="version", version=f"flexguard {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="score a prompt (or prompt+response), or a JSONL/CSV file")
+    s.add_argument("text", nargs="?", help="the prompt to moderate")
+    s.add_argument("--response", help="the assistant response (response moderation)")
+    s.add_argument("--in", dest="input", help="JSONL/CSV/Parquet with prompt (or text) and optional response, id")
+    s.add_argument("--out", help="write results here as JSONL, as they are produced (re-run resumes)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--strictness", help="regime whose decision is shown as flagged (default: the policy's)")
+    s.add_argument("--threshold", type=float, help="flag when score > THRESHOLD (0-100)")
+    s.add_argument("--max-chars", type=int, default=100_000, help="refuse texts longer than this")
+    s.add_argument("--no-resume", action="store_true", help="start --out afresh")
+    s.add_argument("-q", "--quiet", action="store_true")
+    _add_model_args(s); _add_policy_args(s)
+    s.set_defaults(func=cmd_score)
+
+    b = sub.add_parser("bench", help="evaluate a moderator on FlexBench under every regime")
+    b.add_argument("--data", default="flexbench", help="'flexbench' (Hub), hub:REPO, a folder, or a file")
+    b.add_argument("--suite", choices=["flexbench", "public"], default="flexbench",
+                   help="public: --data is a folder of binary guard benchmarks (GuardReasoner format)")
+    b.add_argument("--suites", nargs="*", default=None, help="with --suite public: only these suites")
+    b.add_argument("--strictness", default=None, help="with --suite public: the regime whose threshold decides")
+    b.add_argument("--subset", choices=["prompt", "response"], default="prompt")
+    b.add_argument("--split", default="valid")
+    b.add_argument("--predictions", help="JSONL of precomputed scores/labels (id, score|flagged)")
+    b.add_argument("--out", required=True, help="run folder")
+    b.add_argument("--calibrate", default="max-f1", help="also report cross-fitted calibrated thresholds "
+                   "(max-f1, fpr:X, recall:X) or 'none'")
+    b.add_argument("--n-boot", type=int, default=1000)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("-q", "--quiet", action="store_true")
+    _add_model_args(b); _add_policy_args(b)
+    b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("report", help="put several bench runs side by side")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--out", help="also write the table to this file")
+    r.set_defaults(func=cmd_report)
+
+    c = sub.add_parser("calibrate", help="fit a policy from predictions and labelled data")
+    c.add_argument("--predictions", required=True)
+    c.add_argument("--data", required=True)
+    c.add_argument("--subset", choices=["prompt", "response"], default="prompt")
+    c.add_argument("--split", default="valid")
+    c.add_argument("--strategy", default="max-f1", help="max-f1 | fpr:0.05 | recall:0.95 | default")
+    c.add_argument("--per-category", action="store_true")
+    c.add_argument("--min-support", type=int, default=30)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True, help="policy YAML to write")
+    _add_policy_args(c)
+    c.set_defaults(func=cmd_calibrate)
+
+    t = sub.add_parser("train", help="train models")
+    tsub = t.add_subparsers(dest="what", required=True)
+    te = tsub.add_parser("encoder", help="train the embedded scorer's heads (score distillation)")
+    te.add_argument("--subset", choices=["prompt", "response", "both"], default="both")
+    te.add_argument("--flexbench", default="../shared/data/flexbench_r")
+    te.add_argument("--distill", default="../shared/data/distill")
+    te.add_argument("--out", default=None, help="output folder (default: the package's shipped weights)")
+    te.add_argument("--seed", type=int, default=0)
+    te.add_argument("--C", type=float, default=1.0)
+    te.add_argument("--cv-folds", type=int, default=5)
+    te.add_argument("-q", "--quiet", action="store_true")
+    te.set_defaults(func=cmd_train_encoder)
+
+    sv = sub.add_parser("serve", help="serve a moderator over HTTP (OpenAI /v1/moderations compatible)")
+    sv.add_argument("--model", default="embedded")
+    sv.add_argument("--mode", choices=["generate", "expected"], default=None)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--api-keys-file", help="file with one API key per line (or set FLEXGUARD_API_KEYS)")
+    sv.add_argument("--cors", nargs="*", default=None, help="allowed CORS origins (off by default)")
+    _add_policy_args(sv)
+    sv.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except FlexGuardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: results written so far are kept; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

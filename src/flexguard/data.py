@@ -1,0 +1,349 @@
+"""Loading FlexBench (Hub, local directory or any table) and the binary public suites.
+
+Every loader returns a :class:`Benchmark`: a list of :class:`~flexguard.schema.Item` plus
+where it came from. Rows are checked before anything is scored, because a silently wrong
+label column corrupts every metric downstream: missing columns, unknown tiers, labels that
+disagree with tiers, empty texts and duplicate ids are reported in one :class:`DataError`
+naming the file, the column and the first offending rows.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Literal
+
+import numpy as np
+
+from .errors import DataError
+from .rubric import Category, Regime, Tier, tier_ranks
+from .schema import Item
+
+Subset = Literal["prompt", "response"]
+HUB_REPO = "Tommy-DING/FlexBench"
+LABEL_COLUMNS = {r: f"label_{r.value}" for r in Regime}
+REQUIRED_COLUMNS = ("id", "prompt", "severity", *LABEL_COLUMNS.values())
+#: Texts longer than this are refused by the loaders: nothing a moderator sees is this long.
+MAX_TEXT_CHARS = 200_000
+_SHOW = 5
+
+
+@dataclass
+class Benchmark:
+    """A labelled evaluation set: items plus provenance."""
+
+    name: str
+    subset: Subset
+    split: str
+    items: list[Item]
+    origin: str
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def tier_ranks(self) -> np.ndarray:
+        """Gold tier rank per item (-1 where the suite is binary)."""
+        return tier_ranks(i.tier for i in self.items)
+
+    @property
+    def has_tiers(self) -> bool:
+        return all(i.tier is not None for i in self.items)
+
+    def binary_labels(self) -> np.ndarray:
+        """Gold harmful/unharmful labels of a binary suite."""
+        return np.array([bool(i.harmful) for i in self.items])
+
+
+def flexbench_filename(subset: Subset, split: str) -> str:
+    return f"Guard_{subset}_{split}.csv"
+
+
+def load_flexbench(source: str | Path = "flexbench", *, subset: Subset = "prompt", split: str = "valid") -> Benchmark:
+    """Load one FlexBench subset and split.
+
+    Parameters
+    ----------
+    source : ``"flexbench"`` for the Hub dataset ``Tommy-DING/FlexBench`` (needs network),
+        ``"hub:OWNER/NAME"`` for another Hub repo or a local dataset folder read through
+        🤗 datasets, a directory holding ``Guard_{subset}_{split}.csv``, or a CSV / JSONL /
+        Parquet file with FlexBench columns.
+    subset : ``"prompt"`` or ``"response"``.
+    split : ``"valid"`` or ``"test"`` (FlexBench's names); any split name of a local folder.
+    """
+    if subset not in ("prompt", "response"):
+        raise DataError(f"unknown subset {subset!r}; expected 'prompt' or 'response'")
+    src = str(source)
+    if src == "flexbench" or src.startswith("hub:"):
+        repo = HUB_REPO if src == "flexbench" else src[4:]
+        rows, origin = _load_from_hub(repo, subset, split), f"hub:{repo}/{flexbench_filename(subset, split)}"
+    else:
+        path = Path(src)
+        if path.is_dir():
+            path = path / flexbench_filename(subset, split)
+            if not path.exists():
+                have = sorted(p.name for p in path.parent.glob("Guard_*"))
+                raise DataError(
+                    f"{path} not found: the folder has no {subset}/{split} file"
+                    + (f" (it has: {', '.join(have)})" if have else "")
+                )
+        rows, origin = read_table(path), str(path)
+    items = rows_to_items(rows, origin=origin, subset=subset)
+    return Benchmark(name="FlexBench", subset=subset, split=split, items=items, origin=origin)
+
+
+def _load_from_hub(repo: str, subset: Subset, split: str) -> list[dict]:
+    """Load exactly as the FlexBench card says: ``load_dataset(repo, data_files=...)``."""
+    try:
+        from datasets import load_dataset
+    except ImportError as e:  # pragma: no cover - datasets is a core dependency
+        raise DataError("loading from the Hub needs the 'datasets' package") from e
+    data_files = {s: flexbench_filename(subset, s) for s in ("valid", "test")}
+    if split not in data_files:
+        data_files[split] = flexbench_filename(subset, split)
+    try:
+        ds = load_dataset(repo, data_files={split: data_files[split]})
+    except Exception as e:  # network, auth, missing file: all user-fixable
+        raise DataError(
+            f"could not load {repo} ({data_files[split]}) through datasets: {type(e).__name__}: {e}. "
+            "Without Hub access, pass a local folder, e.g. --data ../shared/data/flexbench_r"
+        ) from None
+    return [dict(r) for r in ds[split]]
+
+
+def read_table(path: str | Path) -> list[dict]:
+    """Read a CSV, JSONL/JSON or Parquet file into a list of row dicts."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    try:
+        if suffix.startswith(".csv") or suffix.startswith(".tsv"):
+            df = pd.read_csv(path, sep="\t" if suffix.startswith(".tsv") else ",", dtype={"id": str}, keep_default_na=False, na_values=[""])
+        elif suffix.startswith(".parquet"):
+            df = pd.read_parquet(path)
+        elif suffix.startswith(".jsonl") or suffix.startswith(".json"):
+            return list(read_jsonl(path)) if suffix.startswith(".jsonl") else _read_json_rows(path)
+        else:
+            raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .csv, .jsonl, .json or .parquet")
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as e:
+        raise DataError(f"{path}: cannot read it as {suffix.lstrip('.')}: {e}") from None
+    df = df.astype(object).where(df.notna(), None)
+    return df.to_dict("records")
+
+
+def _read_json_rows(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: malformed JSON: {e}") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError(f"{path}: expected a JSON list of objects")
+    return data
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """Yield the objects of a JSONL file; a bad line raises :class:`DataError` with its number."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+            yield obj
+
+
+def _truthy(v: object) -> bool | None:
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, float, np.integer, np.floating)) and not (isinstance(v, float) and np.isnan(v)):
+        if v in (0, 1):
+            return bool(v)
+        return None
+    s = str(v).strip().lower()
+    return {"1": True, "true": True, "yes": True, "unsafe": True, "harmful": True,
+            "0": False, "false": False, "no": False, "safe": False, "unharmful": False}.get(s)
+
+
+def _problems(kind: str, rows: list[tuple[int, str]]) -> str:
+    shown = "; ".join(f"row {n} ({why})" for n, why in rows[:_SHOW])
+    more = f" and {len(rows) - _SHOW} more" if len(rows) > _SHOW else ""
+    return f"{kind} in {len(rows)} rows: {shown}{more}"
+
+
+def rows_to_items(rows: list[dict], *, origin: str, subset: Subset) -> list[Item]:
+    """Validate FlexBench-shaped rows and build :class:`Item` objects.
+
+    Row numbers in messages count data rows from 1 (the line after a CSV header is row 1).
+    """
+    if not rows:
+        raise DataError(f"{origin}: no rows")
+    columns = set().union(*(r.keys() for r in rows[:50]))
+    required = list(REQUIRED_COLUMNS) + (["response"] if subset == "response" else [])
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DataError(
+            f"{origin}: missing column(s) {', '.join(missing)}; FlexBench files need "
+            f"{', '.join(required)} (found: {', '.join(sorted(map(str, columns)))})"
+        )
+    errors: dict[str, list[tuple[int, str]]] = {}
+    items: list[Item] = []
+    seen: dict[str, int] = {}
+    for n, r in enumerate(rows, 1):
+        bad = lambda col, why: errors.setdefault(col, []).append((n, why))  # noqa: E731
+        rid = "" if r.get("id") is None else str(r["id"]).strip()
+        if not rid:
+            bad("id", "empty id")
+        elif rid in seen:
+            bad("id", f"duplicate id {rid!r}, first at row {seen[rid]}")
+        seen.setdefault(rid, n)
+        prompt, response = r.get("prompt"), r.get("response")
+        if not isinstance(prompt, str) or not prompt.strip():
+            bad("prompt", f"id {rid}: empty prompt")
+        elif len(prompt) > MAX_TEXT_CHARS:
+            bad("prompt", f"id {rid}: {len(prompt)} characters, limit {MAX_TEXT_CHARS}")
+        if subset == "response" and (not isinstance(response, str) or not response.strip()):
+            bad("response", f"id {rid}: empty response")
+        try:
+            tier = Tier.parse(r.get("severity"))
+        except DataError:
+            bad("severity", f"id {rid}: {r.get('severity')!r} is not one of BENIGN LOW MODERATE HIGH EXTREME")
+            continue
+        for regime, col in LABEL_COLUMNS.items():
+            got = _truthy(r.get(col))
+            want = tier.rank >= regime.min_tier.rank
+            if got is None:
+                bad(col, f"id {rid}: {r.get(col)!r} is not 0/1")
+            elif got != want:
+                bad(col, f"id {rid}: {int(got)} but severity {tier.value} implies {int(want)}")
+        category = None
+        if r.get("category") is not None:
+            try:
+                category = Category.parse(r["category"])
+            except DataError:
+                bad("category", f"id {rid}: unknown category {r['category']!r}")
+        score = r.get("risk_score")
+        if score is not None:
+            try:
+                score = float(score)
+                if not 0 <= score <= 100:
+                    raise ValueError
+            except (TypeError, ValueError):
+                bad("risk_score", f"id {rid}: {r.get('risk_score')!r} is not a number in 0-100")
+                score = None
+        items.append(Item(
+            id=rid, prompt=prompt if isinstance(prompt, str) else "",
+            response=response if subset == "response" and isinstance(response, str) else None,
+            tier=tier, category=category, risk_score=score,
+            source=None if r.get("source") is None else str(r["source"]),
+            harmful=_truthy(r.get("source_label")),
+        ))
+    if errors:
+        parts = [f"column '{col}': " + _problems("problems", rs) for col, rs in errors.items()]
+        raise DataError(f"{origin}: " + " | ".join(parts))
+    return items
+
+
+# --- items to score (no labels) -------------------------------------------------------
+
+def items_from_rows(rows: Iterable[dict], *, origin: str, max_chars: int = MAX_TEXT_CHARS) -> list[Item]:
+    """Build unlabelled items from ``{"id"?, "prompt"|"text", "response"?}`` rows.
+
+    Rows without an id get their 1-based row number. Empty or non-string texts and texts over
+    ``max_chars`` raise one :class:`DataError` listing the first offending rows.
+    """
+    items, problems, seen = [], [], set()
+    for n, r in enumerate(rows, 1):
+        rid = str(r["id"]) if r.get("id") is not None else str(n)
+        prompt = r.get("prompt", r.get("text", r.get("input")))
+        response = r.get("response")
+        if prompt is None:
+            problems.append((n, "no 'prompt' (or 'text') field"))
+            continue
+        for name, text in (("prompt", prompt), ("response", response)):
+            if text is None and name == "response":
+                continue
+            if not isinstance(text, str):
+                problems.append((n, f"'{name}' is {type(text).__name__}, not a string"))
+            elif not text.strip():
+                problems.append((n, f"'{name}' is empty"))
+            elif len(text) > max_chars:
+                problems.append((n, f"'{name}' has {len(text)} characters, limit {max_chars}"))
+        if rid in seen:
+            problems.append((n, f"duplicate id {rid!r}"))
+        seen.add(rid)
+        items.append(Item(id=rid, prompt=prompt if isinstance(prompt, str) else "",
+                          response=response if isinstance(response, str) else None))
+    if problems:
+        raise DataError(f"{origin}: " + _problems("bad input", problems))
+    return items
+
+
+# --- binary public suites -------------------------------------------------------------
+
+#: GuardReasoner benchmark files → (suite name, subset). The refusal set is a different task.
+PUBLIC_FILES: dict[str, tuple[str, Subset]] = {
+    "0_0_SimpleSafetyTests.json": ("SimpleSafetyTests", "prompt"),
+    "0_1_AegisSafetyTest.json": ("Aegis", "prompt"),
+    "0_2_OpenAIModeration.json": ("OpenAIModeration", "prompt"),
+    "0_3_harmbench_prompt.json": ("HarmBenchPrompt", "prompt"),
+    "0_8_toxic_chat.json": ("ToxicChat", "prompt"),
+    "0_5_harmbench_response.json": ("HarmBenchResponse", "response"),
+    "0_6_xstest_response_harmful.json": ("XSTestResponse", "response"),
+    "0_9_safe_rlhf.json": ("SafeRLHF", "response"),
+    "0_A_beaver_tails.json": ("BeaverTails", "response"),
+}
+_GR_INPUT = re.compile(r"^Human user:\n(?P<prompt>.*?)\n\nAI assistant:\n(?P<response>.*?)\n\n$", re.S)
+_GR_LABEL = re.compile(r"(?:Response:\s*)?\b(harmful|unharmful)\b", re.I)
+
+
+def load_public(directory: str | Path, names: Iterable[str] | None = None) -> dict[str, Benchmark]:
+    """Load the binary public guard suites (GuardReasoner's JSON format) from ``directory``.
+
+    Returns ``{suite name: Benchmark}`` with ``Item.harmful`` set and no tiers.
+    """
+    directory = Path(directory)
+    wanted = None if names is None else {n.lower() for n in names}
+    out: dict[str, Benchmark] = {}
+    for fname, (name, subset) in PUBLIC_FILES.items():
+        if wanted is not None and name.lower() not in wanted:
+            continue
+        path = directory / fname
+        if not path.exists():
+            continue
+        items = []
+        for n, row in enumerate(_read_json_rows(path), 1):
+            m = _GR_INPUT.match(row.get("input", ""))
+            label = _GR_LABEL.findall(str(row.get("output", "")))
+            if not m or not label:
+                raise DataError(f"{path}: row {n} is not in the GuardReasoner format (input/output)")
+            response = m["response"]
+            items.append(Item(
+                id=f"{name}-{n}", prompt=m["prompt"],
+                response=None if subset == "prompt" or response == "None" else response,
+                harmful=label[-1].lower() == "harmful", source=name,
+            ))
+        out[name] = Benchmark(name=name, subset=subset, split="public", items=items, origin=str(path))
+    if wanted is not None and (unknown := wanted - {k.lower() for k in out}):
+        raise DataError(
+            f"no public suite named {', '.join(sorted(unknown))} in {directory}; "
+            f"known: {', '.join(n for n, _ in PUBLIC_FILES.values())}"
+        )
+    if not out:
+        raise DataError(f"{directory}: none of the public benchmark files ({', '.join(PUBLIC_FILES)}) is there")
+    return out

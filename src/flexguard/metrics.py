@@ -1,0 +1,261 @@
+"""FlexBench metrics: per-regime classification quality of one set of scores.
+
+Everything is vectorised with numpy so that 100k items take milliseconds. Confidence
+intervals come from a bootstrap that resamples the *joint confusion cells* of all regimes
+(a multinomial draw over at most 4**R cells) instead of item indices: for statistics that
+depend only on confusion counts (precision, recall, F1, FPR, average and worst-case F1)
+this is the same distribution as resampling items, at a cost independent of n.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DataError
+from .rubric import Tier
+from .thresholds import Policy
+
+_EPS = 1e-12
+
+
+def _div(a, b):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.where(b > 0, a / np.maximum(b, _EPS), 0.0)
+
+
+def threshold_sweep(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct decision ``score > t`` with its true- and false-positive counts.
+
+    Returns ``(thresholds, tp, fp)`` ordered from flag-nothing (t = 100) to flag-everything.
+    Thresholds sit midway between consecutive distinct scores, so they generalise to scores
+    not seen in fitting, and are clipped to 0–100.
+    """
+    scores = np.asarray(scores, float)
+    labels = np.asarray(labels, bool)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    distinct = np.r_[s[1:] != s[:-1], True]  # last index of each run of equal scores
+    tp = np.cumsum(y)[distinct]
+    fp = np.cumsum(~y)[distinct]
+    v = s[distinct]
+    below = np.r_[v[1:], v[-1] - 1.0] if len(v) else v
+    t = np.clip((v + below) / 2.0, 0.0, 100.0)
+    return np.r_[100.0, t], np.r_[0, tp], np.r_[0, fp]
+
+
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Threshold with the highest F1 (ties: the highest threshold) and that F1."""
+    t, tp, fp = threshold_sweep(scores, labels)
+    pos = int(np.sum(labels))
+    f1 = _div(2 * tp, tp + fp + pos)
+    i = int(np.argmax(f1))
+    return float(t[i]), float(f1[i])
+
+
+@dataclass
+class BinaryMetrics:
+    """Classification quality of one binary decision (one regime or one public suite)."""
+
+    threshold: float | None
+    n: int
+    positives: int
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float
+    recall: float
+    f1: float
+    fpr: float
+    accuracy: float
+    auroc: float | None = None
+    auprc: float | None = None
+    ci: dict[str, list[float]] = field(default_factory=dict)
+
+
+def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray | None = None,
+                   threshold: float | None = None) -> BinaryMetrics:
+    """Counts and rates of one decision; AUROC/AUPRC of ``score`` when both classes occur."""
+    y_true, y_pred = np.asarray(y_true, bool), np.asarray(y_pred, bool)
+    tp = int(np.sum(y_true & y_pred)); fp = int(np.sum(~y_true & y_pred))
+    fn = int(np.sum(y_true & ~y_pred)); tn = int(np.sum(~y_true & ~y_pred))
+    auroc = auprc = None
+    if score is not None and 0 < y_true.sum() < len(y_true):
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        auroc = float(roc_auc_score(y_true, score))
+        auprc = float(average_precision_score(y_true, score))
+    return BinaryMetrics(
+        threshold=threshold, n=len(y_true), positives=int(y_true.sum()), tp=tp, fp=fp, fn=fn, tn=tn,
+        precision=float(_div(tp, tp + fp)), recall=float(_div(tp, tp + fn)),
+        f1=float(_div(2 * tp, 2 * tp + fp + fn)), fpr=float(_div(fp, fp + tn)),
+        accuracy=float(_div(tp + tn, len(y_true))), auroc=auroc, auprc=auprc,
+    )
+
+
+@dataclass
+class Evaluation:
+    """All FlexBench metrics of one run. ``oracle`` uses per-regime best-F1 thresholds: an upper bound."""
+
+    n: int
+    regimes: dict[str, BinaryMetrics]
+    oracle: dict[str, BinaryMetrics]
+    avg_f1: float
+    worst_f1: float
+    f1_spread: float
+    oracle_avg_f1: float
+    oracle_worst_f1: float
+    spearman: float | None
+    tier_accuracy: float | None
+    mean_score_by_tier: dict[str, float | None]
+    flag_rate: dict[str, dict[str, float | None]]
+    parse_errors: int
+    missing_policy: str
+    binary: bool
+    ci: dict[str, list[float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> dict[str, float]:
+        """The headline numbers, flat: per-regime F1, avg, worst, spread, Spearman."""
+        out = {f"f1_{r}": m.f1 for r, m in self.regimes.items()}
+        out.update(avg_f1=self.avg_f1, worst_f1=self.worst_f1, f1_spread=self.f1_spread)
+        if self.spearman is not None:
+            out["spearman"] = self.spearman
+        return out
+
+
+def evaluate(
+    scores: Sequence[float | None] | np.ndarray,
+    tiers: Sequence[int] | np.ndarray,
+    *,
+    policy: Policy | None = None,
+    flagged: Sequence[bool | None] | np.ndarray | None = None,
+    categories: Sequence[str | None] | None = None,
+    mode: str | None = None,
+    on_missing: str = "safe",
+    decisions: dict[str, np.ndarray] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> Evaluation:
+    """Evaluate risk scores (or binary decisions) against gold tiers under every regime.
+
+    Parameters
+    ----------
+    scores : risk score per item on 0–100; ``None``/NaN where the moderator gave none.
+    tiers : gold tier rank per item (0 = BENIGN … 4 = EXTREME).
+    policy : thresholds and regime definitions; rubric defaults if omitted.
+    flagged : decisions of a label-only moderator (used where ``scores`` is missing). One
+        decision applies to every regime: this is what exposes cross-strictness inconsistency.
+    categories : predicted categories, for per-category thresholds.
+    on_missing : items with neither score nor decision (parse errors) count as ``"safe"``
+        (fail open) or ``"unsafe"`` (fail closed). Their number is always reported.
+    decisions : precomputed decisions per regime for the scored items (e.g. cross-fitted
+        thresholds); they replace ``policy``'s thresholds, which are then reported as NaN.
+    n_boot : bootstrap draws for 95% intervals (0 disables them).
+    """
+    policy = policy or Policy()
+    s = np.array([np.nan if v is None else v for v in scores], dtype=float)
+    y_tier = np.asarray(tiers, dtype=int)
+    n = len(s)
+    if len(y_tier) != n:
+        raise DataError(f"{n} scores but {len(y_tier)} gold tiers")
+    if n == 0:
+        raise DataError("nothing to evaluate: no items")
+    if (y_tier < 0).any() or (y_tier > 4).any():
+        raise DataError("gold tiers must be ranks 0-4 for every item")
+    if on_missing not in ("safe", "unsafe"):
+        raise DataError(f"on_missing must be 'safe' or 'unsafe', got {on_missing!r}")
+    b = np.full(n, np.nan) if flagged is None else np.array([np.nan if v is None else float(v) for v in flagged])
+    has_score = ~np.isnan(s)
+    is_binary = ~has_score & ~np.isnan(b)
+    missing = ~has_score & ~is_binary
+    fill = 1.0 if on_missing == "unsafe" else 0.0
+    # A single ranking score for AUROC / Spearman: the risk score, else the binary decision (×100).
+    rank_score = np.where(has_score, s, np.where(is_binary, b * 100.0, fill * 100.0))
+
+    dec = policy.decide_many(np.where(has_score, s, np.nan), categories=categories, modes=mode)
+    regimes = policy.regime_names
+    y = {r: y_tier >= policy.regimes[r].rank for r in regimes}
+    flags = dec.flags if decisions is None else {r: np.asarray(decisions[r], bool) for r in regimes}
+    pred = {r: np.where(has_score, flags[r], np.where(is_binary, b > 0.5, bool(fill))) for r in regimes}
+
+    out = {r: binary_metrics(y[r], pred[r], rank_score, threshold=None if decisions is not None else policy.thresholds[r])
+           for r in regimes}
+    oracle = {}
+    for r in regimes:
+        t, _ = best_f1_threshold(rank_score, y[r])
+        oracle[r] = binary_metrics(y[r], rank_score > t, rank_score, threshold=t)
+    f1s = np.array([out[r].f1 for r in regimes])
+    of1 = np.array([oracle[r].f1 for r in regimes])
+
+    spearman = tier_acc = None
+    if has_score.sum() > 2 and np.unique(y_tier[has_score]).size > 1 and np.unique(s[has_score]).size > 1:
+        from scipy.stats import spearmanr
+
+        spearman = float(spearmanr(s[has_score], y_tier[has_score]).statistic)
+    if has_score.any():
+        from .rubric import score_ranks
+
+        tier_acc = float(np.mean(score_ranks(s[has_score]) == y_tier[has_score]))
+    mean_by_tier, flag_rate = {}, {}
+    for t in Tier:
+        m = y_tier == t.rank
+        ms = m & has_score
+        mean_by_tier[t.value] = float(s[ms].mean()) if ms.any() else None
+        flag_rate[t.value] = {r: (float(pred[r][m].mean()) if m.any() else None) for r in regimes}
+
+    ev = Evaluation(
+        n=n, regimes=out, oracle=oracle, avg_f1=float(f1s.mean()), worst_f1=float(f1s.min()),
+        f1_spread=float(f1s.max() - f1s.min()), oracle_avg_f1=float(of1.mean()), oracle_worst_f1=float(of1.min()),
+        spearman=spearman, tier_accuracy=tier_acc, mean_score_by_tier=mean_by_tier, flag_rate=flag_rate,
+        parse_errors=int(missing.sum()), missing_policy=on_missing, binary=bool(is_binary.all()),
+    )
+    if n_boot > 0:
+        _bootstrap(ev, [y[r] for r in regimes], [pred[r] for r in regimes], regimes, n_boot, seed)
+    return ev
+
+
+def _bootstrap(ev: Evaluation, ys: list[np.ndarray], ps: list[np.ndarray], regimes: list[str], n_boot: int, seed: int) -> None:
+    """95% percentile intervals via multinomial resampling of joint confusion cells."""
+    R = len(ys)
+    if R > 6:  # 4**R cells would get large; per-regime intervals are still exact
+        groups = [[i] for i in range(R)]
+    else:
+        groups = [list(range(R))]
+    rng = np.random.default_rng(seed)
+    f1_draws = np.zeros((n_boot, R))
+    for g in groups:
+        cell = np.zeros(len(ys[0]), dtype=np.int64)
+        for k, i in enumerate(g):
+            cell += (2 * ys[i].astype(np.int64) + ps[i]) << (2 * k)
+        counts = np.bincount(cell, minlength=4 ** len(g))
+        draws = rng.multinomial(len(cell), counts / counts.sum(), size=n_boot)  # (B, cells)
+        codes = np.arange(4 ** len(g))
+        for k, i in enumerate(g):
+            c = (codes >> (2 * k)) & 3  # 3 = TP, 1 = FP, 2 = FN, 0 = TN
+            tp, fp, fn, tn = (draws[:, c == v].sum(1) for v in (3, 1, 2, 0))
+            f1 = _div(2 * tp, 2 * tp + fp + fn)
+            f1_draws[:, i] = f1
+            m = ev.regimes[regimes[i]]
+            for name, val in (("f1", f1), ("precision", _div(tp, tp + fp)), ("recall", _div(tp, tp + fn)),
+                              ("fpr", _div(fp, fp + tn))):
+                m.ci[name] = np.percentile(val, [2.5, 97.5]).round(4).tolist()
+    if len(groups) == 1:
+        ev.ci["avg_f1"] = np.percentile(f1_draws.mean(1), [2.5, 97.5]).round(4).tolist()
+        ev.ci["worst_f1"] = np.percentile(f1_draws.min(1), [2.5, 97.5]).round(4).tolist()
+
+
+def evaluate_binary_suite(scores: Sequence[float | None], labels: Sequence[bool], *, threshold: float,
+                          flagged: Sequence[bool | None] | None = None, on_missing: str = "safe") -> BinaryMetrics:
+    """F1 etc. on a suite with only harmful/unharmful gold labels, at one threshold."""
+    s = np.array([np.nan if v is None else v for v in scores], dtype=float)
+    b = np.full(len(s), np.nan) if flagged is None else np.array([np.nan if v is None else float(v) for v in flagged])
+    fill = 1.0 if on_missing == "unsafe" else 0.0
+    rank = np.where(~np.isnan(s), s, np.where(~np.isnan(b), b * 100, fill * 100))
+    pred = np.where(~np.isnan(s), s > threshold, np.where(~np.isnan(b), b > 0.5, bool(fill)))
+    return binary_metrics(np.asarray(labels, bool), pred, rank, threshold=threshold)

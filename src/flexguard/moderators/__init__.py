@@ -1,0 +1,85 @@
+"""Moderator backends: one protocol, one lazy registry.
+
+A backend is any object with ``name``, ``score(items) -> list[ModerationResult]`` and
+``info() -> dict`` (what goes into run manifests). Backends are registered by import path
+so that ``import flexguard`` never imports torch or an HTTP client.
+
+A model spec is ``NAME`` or ``NAME:ARG``, e.g. ``embedded``, ``hf:Tommy-DING/FlexGuard-Qwen3-8B``,
+``openai:http://127.0.0.1:8000/v1#FlexGuard-Qwen3-8B`` or ``predictions:preds.jsonl``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+from ..errors import UnknownBackendError
+from ..schema import Item, ModerationResult
+
+DEFAULT_MODEL = "embedded"
+
+#: name -> "module:Class". Add entries with :func:`register`.
+BACKENDS: dict[str, str] = {
+    "embedded": "flexguard.moderators.embedded:EmbeddedModerator",
+    "predictions": "flexguard.moderators.predictions:PredictionsModerator",
+    "hf": "flexguard.moderators.hf:HFModerator",
+    "openai": "flexguard.moderators.openai_compat:OpenAICompatibleModerator",
+    "llamaguard": "flexguard.moderators.baselines:LlamaGuardModerator",
+    "openai-moderation": "flexguard.moderators.baselines:OpenAIModerationModerator",
+}
+
+
+@runtime_checkable
+class Moderator(Protocol):
+    """What every backend provides.
+
+    ``score`` must return one result per item, in order, and must not raise for a single
+    unparsable model output (set ``parse_error`` instead). Capabilities are class attributes.
+    """
+
+    name: str
+    supports_response_mode: bool
+
+    def score(self, items: Sequence[Item]) -> list[ModerationResult]: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+def register(name: str, target: str | type) -> None:
+    """Register a backend under ``name`` (a class or a ``"module:Class"`` path)."""
+    BACKENDS[name] = target  # type: ignore[assignment]
+
+
+def unregister(name: str) -> None:
+    BACKENDS.pop(name, None)
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    name, sep, arg = spec.partition(":")
+    if name not in BACKENDS and sep and "/" in name + sep:  # e.g. a bare URL: not a backend name
+        return spec, None
+    return name, (arg if sep else None)
+
+
+def backend_class(name: str) -> type:
+    if name not in BACKENDS:
+        close = difflib.get_close_matches(name, BACKENDS, n=1)
+        hint = f" Did you mean: {close[0]}?" if close else ""
+        raise UnknownBackendError(f"Unknown model backend {name!r}.{hint} Available: {', '.join(sorted(BACKENDS))}")
+    target = BACKENDS[name]
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    return target
+
+
+def get_moderator(spec: str = DEFAULT_MODEL, **options: Any) -> Moderator:
+    """Build a moderator from a spec such as ``"embedded"`` or ``"hf:./my-model"``.
+
+    Options go to the backend's constructor (e.g. ``mode="expected"`` for LLM backends);
+    options a backend does not take are rejected with a clear error.
+    """
+    name, arg = parse_spec(spec)
+    cls = backend_class(name)
+    return cls.from_spec(arg, **options) if hasattr(cls, "from_spec") else cls(**options)

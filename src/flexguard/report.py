@@ -1,0 +1,146 @@
+"""Writing run results: ``metrics.json``, ``report.md`` and plots; comparing runs.
+
+matplotlib is imported inside the plotting functions only (it is slow to import).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DataError
+from .metrics import Evaluation
+from .rubric import Tier
+
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}f}"
+
+
+def metrics_dict(ev: Evaluation, manifest: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    d = ev.to_dict()
+    d["manifest"] = manifest
+    if extra:
+        d.update(extra)
+    return d
+
+
+def evaluation_markdown(ev: Evaluation, title: str) -> list[str]:
+    """The per-regime table of one evaluation, policy thresholds beside the oracle upper bound."""
+    lines = [f"### {title}", "",
+             "| regime | threshold | precision | recall | F1 (95% CI) | FPR | AUROC | AUPRC | oracle thr. | oracle F1 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r, m in ev.regimes.items():
+        o = ev.oracle[r]
+        ci = f" [{m.ci['f1'][0]:.3f}, {m.ci['f1'][1]:.3f}]" if "f1" in m.ci else ""
+        lines.append(f"| {r} | {_f(m.threshold, 1)} | {_f(m.precision)} | {_f(m.recall)} | {_f(m.f1)}{ci} | {_f(m.fpr)} | "
+                     f"{_f(m.auroc)} | {_f(m.auprc)} | {_f(o.threshold, 1)} | {_f(o.f1)} |")
+    ci = lambda k: f" [{ev.ci[k][0]:.3f}, {ev.ci[k][1]:.3f}]" if k in ev.ci else ""  # noqa: E731
+    lines += ["", f"- average F1 **{_f(ev.avg_f1)}**{ci('avg_f1')}, worst-case F1 **{_f(ev.worst_f1)}**{ci('worst_f1')}, "
+              f"F1 spread {_f(ev.f1_spread)}",
+              f"- oracle (per-regime best-F1 threshold, an upper bound fitted on these labels): average F1 "
+              f"{_f(ev.oracle_avg_f1)}, worst-case F1 {_f(ev.oracle_worst_f1)}",
+              f"- Spearman(score, tier) {_f(ev.spearman)}, tier accuracy {_f(ev.tier_accuracy)}, "
+              f"parse errors {ev.parse_errors} (counted as {ev.missing_policy})"]
+    if ev.binary:
+        lines.append("- binary moderator: one decision is applied to every regime")
+    return lines
+
+
+def write_report(
+    out_dir: str | Path,
+    ev: Evaluation,
+    manifest: dict[str, Any],
+    *,
+    title: str,
+    scores: np.ndarray | None = None,
+    tiers: np.ndarray | None = None,
+    extra_sections: Sequence[tuple[str, str, Evaluation, str]] = (),
+    extra_metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``metrics.json``, ``report.md`` and PNG plots into ``out_dir``; return the metrics dict.
+
+    ``extra_sections`` are ``(key, title, evaluation, note)`` shown after the main table, e.g. the
+    same predictions with calibrated thresholds.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra_metrics or {})
+    for key, _, sub, note in extra_sections:
+        extra[key] = {**sub.to_dict(), "note": note}
+    md = metrics_dict(ev, manifest, extra)
+    (out / "metrics.json").write_text(json.dumps(md, indent=2, default=float))
+
+    lines = [f"# {title}", "", f"- model: `{manifest.get('model')}`  n = {ev.n}",
+             f"- data: {manifest.get('data', {})}", ""]
+    lines += evaluation_markdown(ev, "Policy thresholds")
+    for _, sub_title, sub, note in extra_sections:
+        lines += ["", *evaluation_markdown(sub, sub_title), "", f"> {note}"]
+    lines += ["", "### Flag rate per gold tier", "", "| tier | mean score | " + " | ".join(ev.regimes) + " |",
+              "|---|---|" + "---|" * len(ev.regimes)]
+    for t in Tier:
+        fr = ev.flag_rate[t.value]
+        lines.append(f"| {t.value} | {_f(ev.mean_score_by_tier[t.value], 1)} | " + " | ".join(_f(fr[r], 2) for r in ev.regimes) + " |")
+    if scores is not None and tiers is not None:
+        plots = plot_run(out, scores, tiers, ev)
+        lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return md
+
+
+def plot_run(out: Path, scores: np.ndarray, tiers: np.ndarray, ev: Evaluation) -> list[Path]:
+    """Score distribution per gold tier, and F1 per regime (policy vs oracle)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    data = [scores[(tiers == t.rank) & ~np.isnan(scores)] for t in Tier]
+    ax.boxplot([d if len(d) else [np.nan] for d in data], showfliers=False)
+    ax.set_xticks(range(1, 6), [t.value for t in Tier])
+    rng = np.random.default_rng(0)
+    for k, d in enumerate(data, 1):
+        ax.scatter(k + rng.uniform(-0.15, 0.15, len(d)), d, s=4, alpha=0.35)
+    for cut in (20, 40, 60, 80):
+        ax.axhline(cut, color="grey", lw=0.5, ls=":")
+    ax.set_ylim(-2, 102); ax.set_ylabel("risk score"); ax.set_title("Score by gold tier")
+    fig.tight_layout(); p = out / "score_by_tier.png"; fig.savefig(p, dpi=110); plt.close(fig); paths.append(p)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    names = list(ev.regimes)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [ev.regimes[r].f1 for r in names], 0.4, label="policy thresholds")
+    ax.bar(x + 0.2, [ev.oracle[r].f1 for r in names], 0.4, label="oracle (upper bound)", alpha=0.6)
+    ax.set_xticks(x, names); ax.set_ylim(0, 1); ax.set_ylabel("F1"); ax.legend(loc="lower left", fontsize=8)
+    ax.set_title("F1 per regime")
+    fig.tight_layout(); p = out / "f1_by_regime.png"; fig.savefig(p, dpi=110); plt.close(fig); paths.append(p)
+    return paths
+
+
+def compare_runs(run_dirs: Sequence[str | Path]) -> str:
+    """One Markdown table with a row per run: the FlexBench results table of a paper."""
+    rows, regimes = [], None
+    for d in run_dirs:
+        p = Path(d) / "metrics.json"
+        if not p.exists():
+            raise DataError(f"{d}: no metrics.json (is it a 'flexguard bench' output folder?)")
+        try:
+            m = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}: malformed JSON: {e}") from None
+        regimes = regimes or list(m["regimes"])
+        rows.append((Path(d).name, m))
+    head = "| run | model | subset | n | " + " | ".join(f"F1 {r}" for r in regimes) + " | avg F1 | worst F1 | spread | Spearman |"
+    lines = [head, "|" + "---|" * (8 + len(regimes))]
+    for name, m in rows:
+        man = m.get("manifest", {})
+        subset = man.get("data", {}).get("subset", man.get("mode", ""))
+        f1 = [_f(m["regimes"].get(r, {}).get("f1")) for r in regimes]
+        lines.append(f"| {name} | {man.get('model', '?')} | {subset} | {m['n']} | " + " | ".join(f1)
+                     + f" | {_f(m['avg_f1'])} | {_f(m['worst_f1'])} | {_f(m['f1_spread'])} | {_f(m.get('spearman'))} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,148 @@
+"""Dataclasses that cross module boundaries: what goes into a moderator and what comes out."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .rubric import Category, Regime, Tier, score_to_tier
+
+Mode = Literal["prompt", "response"]
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One thing to moderate, with optional gold annotations.
+
+    ``response`` is ``None`` for prompt moderation. Gold fields are ``None`` when unknown:
+    FlexBench rows carry ``tier``/``category``/``risk_score``; binary public suites carry
+    only ``harmful``.
+    """
+
+    id: str
+    prompt: str
+    response: str | None = None
+    tier: Tier | None = None
+    category: Category | None = None
+    risk_score: float | None = None
+    source: str | None = None
+    harmful: bool | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return "prompt" if self.response is None else "response"
+
+    def label(self, min_tier: Tier) -> bool | None:
+        """Gold unsafe label under a regime whose minimum tier is ``min_tier``."""
+        return None if self.tier is None else self.tier.rank >= min_tier.rank
+
+
+@dataclass(frozen=True, slots=True)
+class ModerationResult:
+    """What a moderator says about one item.
+
+    Parameters
+    ----------
+    score : risk score on 0–100, or ``None`` when the moderator gives labels only or its
+        output could not be parsed. Never a made-up default.
+    flagged : the decision of a label-only (binary) moderator; ``None`` for scorers.
+        A binary decision is applied to every regime alike.
+    category : predicted category, if any.
+    category_scores : optional probability (0–1) per category code.
+    parse_error : the model's output could not be parsed; ``raw`` keeps it.
+    raw : raw model output, for auditing.
+    latency_ms : wall time spent on this item (its share of the batch).
+    extras : backend-specific values (e.g. probability mass on valid score tokens).
+    """
+
+    id: str
+    score: float | None = None
+    flagged: bool | None = None
+    category: Category | None = None
+    category_scores: dict[str, float] | None = None
+    parse_error: bool = False
+    raw: str | None = None
+    latency_ms: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tier(self) -> Tier | None:
+        return None if self.score is None else score_to_tier(self.score)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["category"] = None if self.category is None else self.category.value
+        d["tier"] = None if self.tier is None else self.tier.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModerationResult":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("category") is not None:
+            kw["category"] = Category.parse(kw["category"])
+        return cls(**kw)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("flexguard", "numpy", "scikit-learn", "onnxruntime", "torch", "transformers", "trl"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def hardware() -> dict[str, Any]:
+    """A short description of the machine, for manifests and benchmark files."""
+    mem_gib = None
+    try:
+        mem_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "platform": platform.platform(),
+    }
+
+
+@dataclass
+class RunManifest:
+    """Everything needed to reproduce or audit a result file."""
+
+    model: str
+    revision: str | None = None
+    template_sha256: str | None = None
+    mode: str | None = None
+    thresholds: dict[str, float] = field(default_factory=lambda: {r.value: r.default_threshold for r in Regime})
+    seed: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    items: int = 0
+    items_per_s: float | None = None
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    versions: dict[str, str] = field(default_factory=_package_versions)
+    hardware: dict[str, Any] = field(default_factory=hardware)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,1 @@
+"""Training: the embedded scorer's heads (``encoder``) and the FlexGuard LLM pipeline."""

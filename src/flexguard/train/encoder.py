@@ -1,0 +1,260 @@
+"""``flexguard train encoder``: fit the embedded scorer's heads by score distillation.
+
+Features are frozen all-MiniLM-L6-v2 embeddings (prompt; prompt and response for response
+moderation). On top sit four balanced logistic regressions, one per tier cut point
+(``tier ≥ LOW`` … ``tier ≥ EXTREME``), and a multinomial category head. Training data is
+the rubric-annotated FlexBench reconstruction plus the teacher-scored distillation corpus.
+
+The corpus has a different tier mix from FlexBench, so each cut point's logit is then
+shifted to the threshold that maximises that cut's F1 on *cross-fitted* FlexBench
+predictions (every item predicted by heads that never saw it). The shift is part of the
+model: the score itself is calibrated onto the rubric scale and the default thresholds
+20 / 40 / 60 stay meaningful.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..data import load_flexbench, read_table, rows_to_items
+from ..errors import DataError
+from ..metrics import evaluate
+from ..ordinal import N_CUTS, LinearHeads, cumulative_to_score
+from ..rubric import CATEGORY_NAMES
+from ..schema import Item
+
+log = logging.getLogger(__name__)
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
+
+
+@dataclass
+class EncoderTrainConfig:
+    """Options of ``flexguard train encoder`` (defaults rebuild the shipped weights)."""
+
+    subset: str = field(default="both", metadata={"help": "prompt, response or both"})
+    flexbench: str = field(default="../shared/data/flexbench_r", metadata={"help": "folder with Guard_*_valid.csv"})
+    distill: str | None = field(default="../shared/data/distill", metadata={"help": "folder with Guard_*_train.csv, or None"})
+    out: str | None = field(default=None, metadata={"help": "output folder; default: the package's assets"})
+    seed: int = 0
+    C: float = field(default=1.0, metadata={"help": "inverse L2 strength of the logistic heads"})
+    flexbench_weight: float = field(default=2.0, metadata={"help": "sample weight of FlexBench rows vs corpus rows"})
+    cv_folds: int = field(default=5, metadata={"help": "folds for cross-fitted cut calibration"})
+    max_chunks: int = 8
+
+    def __post_init__(self) -> None:
+        if self.subset not in ("prompt", "response", "both"):
+            raise DataError(f"subset must be prompt, response or both, got {self.subset!r}")
+        if self.C <= 0 or self.cv_folds < 2:
+            raise DataError("C must be > 0 and cv_folds >= 2")
+
+
+# --- data and features ----------------------------------------------------------------
+
+def load_training_items(cfg: EncoderTrainConfig, subset: str) -> tuple[list[Item], list[Item]]:
+    """FlexBench-R valid items and distillation-corpus items of one subset."""
+    fb = load_flexbench(cfg.flexbench, subset=subset, split="valid").items
+    extra: list[Item] = []
+    if cfg.distill:
+        path = Path(cfg.distill) / f"Guard_{subset}_train.csv"
+        extra = rows_to_items(read_table(path), origin=str(path), subset=subset)
+    return fb, extra
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("FLEXGUARD_CACHE", Path.home() / ".cache" / "flexguard")) / "embeddings"
+
+
+def embed_texts(embedder, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+    """Embeddings of ``texts``, cached on disk by content (training re-embeds nothing)."""
+    key = hashlib.sha256((embedder.fingerprint() + "\x00".join(texts)).encode()).hexdigest()[:24]
+    path = _cache_dir() / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    out = np.empty((len(texts), 384), np.float32)
+    step = 256
+    it = range(0, len(texts), step)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="embedding", unit="batch")
+    for s in it:
+        out[s:s + step] = embedder.embed(texts[s:s + step]).vectors
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def featurize(embedder, items: Sequence[Item], *, progress: bool = False) -> np.ndarray:
+    """Prompt embedding, or [prompt, response] embeddings for response moderation."""
+    xp = embed_texts(embedder, [i.prompt for i in items], progress=progress)
+    if items and items[0].response is not None:
+        xr = embed_texts(embedder, [i.response or "" for i in items], progress=progress)
+        return np.hstack([xp, xr])
+    return xp
+
+
+# --- fitting --------------------------------------------------------------------------
+
+def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.ndarray, *, C: float, seed: int) -> LinearHeads:
+    """Fit cut-point and category heads (no calibration shift yet)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    cut_w, cut_b = np.zeros((N_CUTS, x.shape[1])), np.zeros(N_CUTS)
+    for k in range(1, N_CUTS + 1):
+        y = tiers >= k
+        if y.all() or not y.any():
+            raise DataError(f"cannot train cut point tier>={k}: the training data has only one class there")
+        lr = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
+        lr.fit(z, y, sample_weight=weights)
+        cut_w[k - 1], cut_b[k - 1] = lr.coef_[0], lr.intercept_[0]
+    cat_idx = np.array([CATEGORY_NAMES.index(c) for c in cats])
+    lr = LogisticRegression(C=C, max_iter=3000, random_state=seed)
+    lr.fit(z, cat_idx, sample_weight=weights)
+    cat_w = np.zeros((len(CATEGORY_NAMES), x.shape[1])); cat_b = np.full(len(CATEGORY_NAMES), -30.0)
+    cat_w[lr.classes_], cat_b[lr.classes_] = lr.coef_, lr.intercept_
+    return LinearHeads(cut_w=cut_w, cut_b=cut_b, cut_shift=np.zeros(N_CUTS), cat_w=cat_w, cat_b=cat_b,
+                       categories=CATEGORY_NAMES, mean=mean, scale=scale)
+
+
+@dataclass
+class Split:
+    x: np.ndarray
+    tiers: np.ndarray
+    cats: np.ndarray
+    harmful: np.ndarray
+
+    def take(self, idx) -> "Split":
+        return Split(self.x[idx], self.tiers[idx], self.cats[idx], self.harmful[idx])
+
+    @classmethod
+    def concat(cls, a: "Split", b: "Split") -> "Split":
+        return cls(np.vstack([a.x, b.x]), np.r_[a.tiers, b.tiers], np.r_[a.cats, b.cats], np.r_[a.harmful, b.harmful])
+
+
+def _split(items: Sequence[Item], x: np.ndarray) -> Split:
+    return Split(x, np.array([i.tier.rank for i in items]), np.array([i.category.value if i.category else "SAFE" for i in items]),
+                 np.array([bool(i.harmful) if i.harmful is not None else i.tier.rank >= 2 for i in items]))
+
+
+def _folds(tiers: np.ndarray, k: int, seed: int):
+    from sklearn.model_selection import StratifiedKFold
+
+    return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(tiers)), tiers))
+
+
+def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> tuple[LinearHeads, np.ndarray]:
+    """Heads trained on ``fb`` + ``extra``, cut shifts fitted on cross-fitted ``fb`` logits.
+
+    Returns the heads and the chosen shifts.
+    """
+    def train(idx):
+        part = fb.take(idx)
+        data = part if extra is None else Split.concat(part, extra)
+        w = np.r_[np.full(len(idx), cfg.flexbench_weight), np.ones(0 if extra is None else len(extra.tiers))]
+        return fit_heads(data.x, data.tiers, data.cats, w, C=cfg.C, seed=cfg.seed)
+
+    oof = np.zeros((len(fb.tiers), N_CUTS))
+    for tr, te in _folds(fb.tiers, cfg.cv_folds, cfg.seed):
+        oof[te] = train(tr).cut_logits(fb.x[te])
+    shifts = np.array([_best_logit_cut(oof[:, k - 1], fb.tiers >= k)
+                       for k in range(1, N_CUTS + 1)])
+    heads = train(np.arange(len(fb.tiers)))
+    heads.cut_shift = shifts
+    return heads, shifts
+
+
+def _best_logit_cut(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Logit threshold with the best F1 (decision: logit > threshold); midpoints between values."""
+    order = np.sort(np.unique(logits))
+    cands = np.r_[order[0] - 1.0, (order[1:] + order[:-1]) / 2.0]
+    pos = labels.sum()
+    best, best_f1 = 0.0, -1.0
+    for t in cands:  # a few hundred candidates; vectorising is not worth the memory
+        pred = logits > t
+        tp = np.sum(pred & labels)
+        f1 = 2 * tp / (pred.sum() + pos) if pred.sum() + pos else 0.0
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = float(t), f1
+    return best
+
+
+def predict_scores(heads: LinearHeads, x: np.ndarray) -> np.ndarray:
+    return cumulative_to_score(heads.cumulative(x))
+
+
+def cross_validate(fb: Split, extra: Split | None, cfg: EncoderTrainConfig, *, folds: int = 5) -> dict[str, np.ndarray]:
+    """Outer k-fold CV on FlexBench: out-of-fold scores of the risk scorer and baselines.
+
+    Each outer fold's model sees the other folds plus all of ``extra``; its cut shifts are
+    fitted by inner cross-fitting on those other folds only.
+
+    Returns OOF ``score`` (calibrated), ``score_uncal`` (no shift), ``category`` and the
+    ``binary`` baseline's decision (a logistic on harmful/unharmful source labels).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    n = len(fb.tiers)
+    out = {"score": np.zeros(n), "score_uncal": np.zeros(n), "category": np.empty(n, object), "binary": np.zeros(n, bool)}
+    for tr, te in _folds(fb.tiers, folds, cfg.seed + 1):
+        heads, _ = fit_calibrated(fb.take(tr), extra, cfg)
+        out["score"][te] = predict_scores(heads, fb.x[te])
+        shift = heads.cut_shift.copy(); heads.cut_shift[:] = 0
+        out["score_uncal"][te] = predict_scores(heads, fb.x[te]); heads.cut_shift = shift
+        out["category"][te] = np.array(CATEGORY_NAMES)[heads.category_proba(fb.x[te]).argmax(1)]
+        data = fb.take(tr) if extra is None else Split.concat(fb.take(tr), extra)
+        z_mean, z_scale = data.x.mean(0), data.x.std(0) + 1e-6
+        lr = LogisticRegression(C=cfg.C, class_weight="balanced", max_iter=3000, random_state=cfg.seed)
+        lr.fit((data.x - z_mean) / z_scale, data.harmful)
+        out["binary"][te] = lr.predict((fb.x[te] - z_mean) / z_scale)
+    return out
+
+
+def cv_summary(fb: Split, oof: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-regime F1, avg, worst, spread, Spearman of each CV variant (default thresholds)."""
+    res = {}
+    for name, kw in (("risk_scorer", {"scores": oof["score"]}), ("risk_scorer_uncalibrated", {"scores": oof["score_uncal"]}),
+                     ("binary_baseline", {"scores": [None] * len(fb.tiers), "flagged": oof["binary"]})):
+        ev = evaluate(kw.pop("scores"), fb.tiers, n_boot=0, **kw)
+        res[name] = {**{f"f1_{r}": round(m.f1, 4) for r, m in ev.regimes.items()},
+                     "avg_f1": round(ev.avg_f1, 4), "worst_f1": round(ev.worst_f1, 4), "f1_spread": round(ev.f1_spread, 4),
+                     "spearman": None if ev.spearman is None else round(ev.spearman, 4)}
+    mask = fb.tiers > 0
+    res["risk_scorer"]["category_accuracy_unsafe"] = round(float(np.mean(oof["category"][mask] == fb.cats[mask])), 4)
+    return res
+
+
+def train_encoder(cfg: EncoderTrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train (and cross-validate) the heads of each subset; save weights and a model card."""
+    from ..embedding import MODEL_ID, MiniLMEmbedder
+
+    out_dir = Path(cfg.out) if cfg.out else ASSET_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    embedder = MiniLMEmbedder(max_chunks=cfg.max_chunks)
+    report: dict[str, Any] = {"config": asdict(cfg), "encoder": MODEL_ID, "subsets": {}}
+    for subset in (("prompt", "response") if cfg.subset == "both" else (cfg.subset,)):
+        t0 = time.perf_counter()
+        fb_items, extra_items = load_training_items(cfg, subset)
+        fb = _split(fb_items, featurize(embedder, fb_items, progress=progress))
+        extra = _split(extra_items, featurize(embedder, extra_items, progress=progress)) if extra_items else None
+        oof = cross_validate(fb, extra, cfg, folds=cfg.cv_folds)
+        heads, shifts = fit_calibrated(fb, extra, cfg)
+        heads.save(str(out_dir / f"{subset}.npz"))
+        report["subsets"][subset] = {
+            "train_items": {"flexbench_r": len(fb_items), "distill": len(extra_items)},
+            "cut_shifts": [round(float(s), 4) for s in shifts],
+            "cv": cv_summary(fb, oof),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+    (out_dir / "card.json").write_text(json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,131 @@
+import json
+
+import pytest
+
+from flexguard.cli import main
+
+from flexguard.moderators import register, unregister
+
+from conftest import ROWS, FakeModerator, write_predictions
+
+
+@pytest.fixture
+def preds(tmp_path):
+    # a decent scorer: the gold score with a twist on two items
+    recs = [{"id": f"t-{n:03d}", "score": s, "category": c} for n, (_, _, _, c, s) in enumerate(ROWS, 1)]
+    recs[3]["score"] = 12  # a LOW item scored BENIGN
+    recs[8]["score"] = 58  # a HIGH item scored MODERATE
+    return write_predictions(tmp_path / "preds.jsonl", recs)
+
+
+def test_bench_with_predictions_writes_metrics_report_plots(tmp_path, flexbench_dir, preds, capsys):
+    out = tmp_path / "run"
+    assert main(["bench", "--data", str(flexbench_dir), "--subset", "prompt", "--predictions", str(preds),
+                 "--out", str(out), "-q", "--n-boot", "50"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["regimes"]) == {"strict", "moderate", "loose"}
+    for r in m["regimes"].values():
+        assert {"precision", "recall", "f1", "fpr", "auroc"} <= set(r)
+    assert m["n"] == 10 and {"avg_f1", "worst_f1", "f1_spread", "spearman", "manifest"} <= set(m)
+    # strict: 6 of 7 unsafe found, no FP -> F1 12/13; loose: 1 of 3 found -> 0.5
+    assert m["regimes"]["strict"]["f1"] == pytest.approx(12 / 13)
+    assert m["regimes"]["loose"]["f1"] == pytest.approx(0.8)
+    assert m["manifest"]["data"]["subset"] == "prompt" and m["manifest"]["versions"]["python"]
+    assert "calibrated" in m and "cross-fitting" in m["calibrated"]["note"]
+    report = (out / "report.md").read_text()
+    assert "oracle" in report and "![score_by_tier](score_by_tier.png)" in report
+    assert (out / "score_by_tier.png").stat().st_size > 1000 and (out / "f1_by_regime.png").exists()
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 10
+    # report puts runs side by side
+    assert main(["report", str(out), str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[lines.index(next(x for x in lines if x.startswith("| run | model"))):]
+    assert len(table) == 4 and table[2].startswith("| run | predictions:") and "| 0.800 |" in table[3]
+
+
+def test_bench_policy_file_changes_decisions(tmp_path, flexbench_dir, preds):
+    pol = tmp_path / "p.yaml"
+    pol.write_text("thresholds: {strict: 20, moderate: 40, loose: 55}\n")
+    out = tmp_path / "run"
+    assert main(["bench", "--data", str(flexbench_dir), "--predictions", str(preds), "--out", str(out), "-q",
+                 "--policy", str(pol), "--calibrate", "none", "--n-boot", "0"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["regimes"]["loose"]["f1"] == 1.0 and "calibrated" not in m
+
+
+def test_calibrate_command_writes_policy(tmp_path, flexbench_dir, preds, capsys):
+    out = tmp_path / "policy.yaml"
+    assert main(["calibrate", "--predictions", str(preds), "--data", str(flexbench_dir), "--strategy", "max-f1",
+                 "--out", str(out)]) == 0
+    from flexguard.thresholds import Policy
+
+    p = Policy.load(out)
+    assert p.thresholds["loose"] < 58 and "cross_fitted" in p.meta
+    assert "held-out F1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--data", "/nonexistent", "--predictions", "x.jsonl", "--out", "o"], "no such predictions file"),
+    (["report", "/nonexistent"], "no metrics.json"),
+    (["score"], "nothing to score"),
+    (["score", "hi", "--threshold", "150", "--model", "fake"], "--threshold must be in 0-100"),
+    (["score", "   ", "--model", "fake"], "'prompt' is empty"),
+    (["score", "hi", "--model", "nosuch"], "Unknown model backend 'nosuch'"),
+    (["calibrate", "--predictions", "p", "--data", "/nonexistent", "--out", "x", "--strategy", "fpr:2"], "no such file"),
+])
+def test_user_errors_exit_2_with_a_message(argv, message, capsys, fake_backend, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+class Const(FakeModerator):
+    """35 for prompts, 75 for prompt+response pairs."""
+
+    def __init__(self, **kw):
+        super().__init__(fn=lambda it: 35.0 if it.response is None else 75.0)
+
+
+@pytest.fixture
+def const_backend():
+    register("const", Const)
+    yield
+    unregister("const")
+
+
+def test_score_single_json_and_human(const_backend, capsys):
+    assert main(["score", "hello", "--model", "const", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["risk_score"] == 35 and rec["tier"] == "LOW"
+    assert rec["decisions"] == {"strict": True, "moderate": False, "loose": False}
+    assert rec["flagged"] is False and rec["threshold"] == 40 and rec["margin"] == -5
+    assert main(["score", "hello", "--response", "sure", "--model", "const", "--strictness", "loose"]) == 0
+    out = capsys.readouterr().out
+    assert "75.0  (HIGH)" in out and "flagged     yes  (score > 60)" in out
+
+
+def test_score_batch_resumes(const_backend, tmp_path, capsys):
+    src = write_predictions(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y", "response": "z"},
+                                                    {"text": "only text"}])
+    out = tmp_path / "out.jsonl"
+    assert main(["score", "--in", str(src), "--out", str(out), "--model", "const", "-q", "--threshold", "50"]) == 0
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in recs] == ["a", "b", "3"] and [r["flagged"] for r in recs] == [False, True, False]
+    assert recs[1]["decisions"]["loose"] is True and recs[1]["tier"] == "HIGH"
+    assert main(["score", "--in", str(src), "--out", str(out), "--model", "const", "-q"]) == 0
+    assert "(3 resumed)" in capsys.readouterr().err
+
+
+def test_bench_public_suites(const_backend, tmp_path, capsys):
+    def row(p, r, label):
+        return {"instruction": "", "input": f"Human user:\n{p}\n\nAI assistant:\n{r}\n\n", "output": label}
+    d = tmp_path / "pub"
+    d.mkdir()
+    (d / "0_8_toxic_chat.json").write_text(json.dumps([row("a", "None", "harmful"), row("b", "None", "unharmful")]))
+    (d / "0_6_xstest_response_harmful.json").write_text(json.dumps([row("a", "r", "harmful"), row("b", "r", "unharmful")]))
+    assert main(["bench", "--suite", "public", "--data", str(d), "--model", "const", "--out", str(tmp_path / "o"), "-q"]) == 0
+    m = json.loads((tmp_path / "o" / "public_metrics.json").read_text())
+    # const: prompts 35 (< 40: never flagged), pairs 75 (always flagged) under the moderate threshold
+    assert m["threshold"] == 40 and m["suites"]["ToxicChat"]["recall"] == 0
+    assert m["suites"]["XSTestResponse"] == {**m["suites"]["XSTestResponse"], "recall": 1.0, "fpr": 1.0, "n": 2}

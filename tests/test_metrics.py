@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+from flexguard.errors import DataError
+from flexguard.metrics import best_f1_threshold, binary_metrics, evaluate, threshold_sweep
+from flexguard.thresholds import Policy
+
+TIERS = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3, 4])
+#                 B  B  B  L  L  M  M  H  H  E
+SCORES = np.array([5, 25, 10, 30, 15, 45, 35, 70, 55, 90], float)
+
+
+def test_per_regime_metrics_by_hand():
+    ev = evaluate(SCORES, TIERS, n_boot=0)
+    s = ev.regimes["strict"]  # gold: tier>=1 (7 pos). pred: >20 -> idx 1,3,5,6,7,8,9
+    assert (s.tp, s.fp, s.fn, s.tn) == (6, 1, 1, 2)
+    assert s.precision == pytest.approx(6 / 7) and s.recall == pytest.approx(6 / 7) and s.f1 == pytest.approx(6 / 7)
+    assert s.fpr == pytest.approx(1 / 3) and s.accuracy == pytest.approx(0.8)
+    m = ev.regimes["moderate"]  # gold: idx 5..9 (5 pos). pred >40: idx 5,7,8,9
+    assert (m.tp, m.fp, m.fn, m.tn) == (4, 0, 1, 5) and m.f1 == pytest.approx(8 / 9)
+    lo = ev.regimes["loose"]  # gold: idx 7,8,9. pred >60: idx 7,9
+    assert (lo.tp, lo.fp, lo.fn) == (2, 0, 1) and lo.f1 == pytest.approx(0.8)
+    f1s = [6 / 7, 8 / 9, 0.8]
+    assert ev.avg_f1 == pytest.approx(np.mean(f1s)) and ev.worst_f1 == pytest.approx(0.8)
+    assert ev.f1_spread == pytest.approx(8 / 9 - 0.8)
+    assert ev.mean_score_by_tier["BENIGN"] == pytest.approx(40 / 3)
+    assert ev.flag_rate["LOW"] == {"strict": 0.5, "moderate": 0.0, "loose": 0.0}
+    assert ev.tier_accuracy == pytest.approx(0.6)  # 5,10 B; 30 L; 45 M; 70 H; 90 E ok
+    assert 0.8 < ev.spearman <= 1
+
+
+def test_auroc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    ev = evaluate(SCORES, TIERS, n_boot=0)
+    assert ev.regimes["moderate"].auroc == pytest.approx(roc_auc_score(TIERS >= 2, SCORES))
+
+
+def test_oracle_is_an_upper_bound():
+    rng = np.random.default_rng(1)
+    tiers = rng.integers(0, 5, 500)
+    scores = np.clip(tiers * 20 + rng.normal(0, 15, 500), 0, 100)
+    ev = evaluate(scores, tiers, n_boot=0)
+    for r in ev.regimes:
+        assert ev.oracle[r].f1 >= ev.regimes[r].f1 - 1e-12
+
+
+def test_binary_moderator_gets_one_decision_for_every_regime():
+    flagged = TIERS >= 2  # a perfect "moderate" binary classifier
+    ev = evaluate([None] * 10, TIERS, flagged=flagged, n_boot=0)
+    assert ev.binary and ev.regimes["moderate"].f1 == 1.0
+    assert ev.regimes["strict"].recall == pytest.approx(5 / 7) and ev.regimes["loose"].precision == pytest.approx(3 / 5)
+    assert ev.f1_spread > 0.1  # cross-strictness inconsistency is exposed
+
+
+def test_parse_errors_are_counted_and_follow_on_missing():
+    scores = SCORES.astype(object)
+    scores[9] = None  # the EXTREME item could not be parsed
+    safe = evaluate(scores, TIERS, n_boot=0)
+    unsafe = evaluate(scores, TIERS, n_boot=0, on_missing="unsafe")
+    assert safe.parse_errors == unsafe.parse_errors == 1
+    assert safe.regimes["loose"].tp == 1 and unsafe.regimes["loose"].tp == 2
+
+
+def test_bootstrap_interval_brackets_estimate_and_is_seeded():
+    rng = np.random.default_rng(0)
+    tiers = rng.integers(0, 5, 400)
+    scores = np.clip(tiers * 20 + rng.normal(0, 20, 400), 0, 100)
+    a = evaluate(scores, tiers, n_boot=400, seed=3)
+    b = evaluate(scores, tiers, n_boot=400, seed=3)
+    lo, hi = a.regimes["loose"].ci["f1"]
+    assert lo < a.regimes["loose"].f1 < hi and hi - lo < 0.3
+    assert a.ci == b.ci and a.ci["worst_f1"][0] <= a.worst_f1 <= a.ci["worst_f1"][1]
+
+
+def test_sweep_and_best_threshold():
+    t, tp, fp = threshold_sweep(np.array([10, 20, 20, 30.0]), np.array([0, 1, 0, 1], bool))
+    assert t.tolist() == [100, 25, 15, 9.5] and tp.tolist() == [0, 1, 2, 2] and fp.tolist() == [0, 0, 1, 2]
+    thr, f1 = best_f1_threshold(np.array([10, 20, 20, 30.0]), np.array([0, 1, 0, 1], bool))
+    assert (thr, f1) == (15.0, pytest.approx(0.8))
+
+
+def test_custom_policy_regimes():
+    p = Policy(thresholds={"kids": 10, "adults": 70}, regimes={"kids": "LOW", "adults": "EXTREME"}, default_regime="kids")
+    ev = evaluate(SCORES, TIERS, policy=p, n_boot=0)
+    assert list(ev.regimes) == ["kids", "adults"] and ev.regimes["adults"].tp == 1
+
+
+def test_bad_inputs():
+    with pytest.raises(DataError, match="3 scores but 2"):
+        evaluate([1, 2, 3], [0, 1])
+    with pytest.raises(DataError, match="ranks 0-4"):
+        evaluate([1, 2], [0, 7])
+    with pytest.raises(DataError, match="on_missing"):
+        evaluate([1, 2], [0, 1], on_missing="maybe")
+
+
+def test_binary_metrics_single_class_has_no_auroc():
+    m = binary_metrics(np.zeros(3, bool), np.zeros(3, bool), np.arange(3.0))
+    assert m.auroc is None and m.f1 == 0.0
