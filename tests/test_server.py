@@ -1,0 +1,187 @@
+"""The server, driven by the real ``openai`` SDK over loopback."""
+
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from flexguard.rubric import Category
+from flexguard.schema import Item, ModerationResult
+from flexguard.server.app import ServerLimits, create_app, load_api_keys
+from flexguard.thresholds import Policy
+
+
+class LengthModerator:
+    """Deterministic: score grows with text length; 'bomb' is violent. Records batch sizes."""
+
+    name = "length"
+    supports_response_mode = True
+
+    def __init__(self, delay: float = 0.0):
+        self.batches: list[int] = []
+        self.delay = delay
+
+    def info(self):
+        return {"model": "length-test", "revision": "1", "template_sha256": None}
+
+    def score(self, items):
+        time.sleep(self.delay)
+        self.batches.append(len(items))
+        out = []
+        for it in items:
+            text = it.prompt + (it.response or "")
+            score = float(min(100, 3 * len(text)))
+            cat = "VIO" if "bomb" in text else ("SAFE" if score <= 20 else "DIS")
+            out.append(ModerationResult(id=it.id, score=score, category=Category(cat),
+                                        category_scores={"SAFE": 0.1, "VIO": 0.6 if cat == "VIO" else 0.1, "DIS": 0.3}))
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    def __init__(self, app):
+        self.port = _free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(5)
+
+
+@pytest.fixture
+def server():
+    mod = LengthModerator()
+    app = create_app(mod, Policy(), api_keys=["sk-test"], limits=ServerLimits(max_items=4, max_chars=50))
+    with Running(app) as url:
+        yield url, mod
+
+
+def client(url, key="sk-test"):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+
+
+def test_openai_sdk_moderations_with_extra_fields(server):
+    url, _ = server
+    r = client(url).moderations.create(input="short bomb text")  # 15 chars -> 45 (MODERATE), VIO
+    res = r.results[0]
+    assert r.model == "length-test" and r.id.startswith("modr-")
+    assert res.flagged is True  # default policy regime: moderate (45 > 40)
+    assert res.categories.violence is True and res.categories.hate is False
+    assert 0 < res.category_scores.violence <= 1 and res.category_scores.violence == pytest.approx(0.45 * 0.6 / 0.9, abs=1e-4)
+    extra = res.model_extra
+    assert extra["risk_score"] == 45 and extra["severity_tier"] == "MODERATE" and extra["category"] == "VIO"
+    assert extra["decisions"] == {"strict": True, "moderate": True, "loose": False}
+    assert extra["margins"]["loose"] == -15 and extra["thresholds"]["moderate"] == 40
+
+
+def test_input_forms_and_strictness_switching(server):
+    url, _ = server
+    c = client(url)
+    r = c.moderations.create(input=["hi", "short bomb text"], extra_body={"strictness": "loose"})
+    assert [x.flagged for x in r.results] == [False, False]
+    r = c.moderations.create(input=[{"type": "text", "text": "short bomb text"}], extra_body={"strictness": "strict"})
+    assert r.results[0].flagged is True and r.results[0].model_extra["threshold_used"] == 20
+    r = c.moderations.create(input="short bomb text", extra_body={"threshold": 44.5})
+    assert r.results[0].flagged is True
+
+
+def test_auth_failures(server):
+    url, _ = server
+    with pytest.raises(openai.AuthenticationError) as e:
+        client(url, key="wrong").moderations.create(input="x")
+    assert "API key" in e.value.message
+    assert httpx.post(f"{url}/v1/moderations", json={"input": "x"}).status_code == 401
+    assert httpx.get(f"{url}/healthz").status_code == 200  # health needs no key
+
+
+def test_limits_and_malformed_requests(server):
+    url, _ = server
+    c = client(url)
+    with pytest.raises(openai.APIStatusError) as e:
+        c.moderations.create(input=["a"] * 5)
+    assert e.value.status_code == 413 and "limit of 4 items" in e.value.message
+    with pytest.raises(openai.APIStatusError) as e:
+        c.moderations.create(input="x" * 51)
+    assert e.value.status_code == 413 and "limit of 50 characters" in e.value.message
+    with pytest.raises(openai.BadRequestError, match="unknown strictness 'lax'"):
+        c.moderations.create(input="x", extra_body={"strictness": "lax"})
+    with pytest.raises(openai.BadRequestError, match="threshold"):
+        c.moderations.create(input="x", extra_body={"threshold": 101})
+    with pytest.raises(openai.BadRequestError, match="empty"):
+        c.moderations.create(input="  ")
+    h = {"Authorization": "Bearer sk-test", "Content-Type": "application/json"}
+    r = httpx.post(f"{url}/v1/moderations", content=b'{"input": ', headers=h)
+    assert r.status_code == 400 and r.json()["error"]["message"] == "Invalid request: malformed JSON body"
+    r = httpx.post(f"{url}/v1/moderations", json={"inpt": "x"}, headers=h)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_native_endpoint_messages_and_pairs(server):
+    url, _ = server
+    h = {"Authorization": "Bearer sk-test"}
+    body = {"items": [{"id": "a", "prompt": "hi"},
+                      {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "bomb"}]}],
+            "strictness": "strict"}
+    r = httpx.post(f"{url}/v1/moderate", json=body, headers=h)
+    assert r.status_code == 200
+    a, b = r.json()["results"]
+    assert a["id"] == "a" and a["mode"] == "prompt" and a["risk_score"] == 6 and a["flagged"] is False
+    assert b["mode"] == "response" and b["risk_score"] == 18 and b["category"] == "VIO" and b["margin"] == -2
+    r = httpx.post(f"{url}/v1/moderate", json={"items": [{"messages": [{"role": "assistant", "content": "x"}]}]}, headers=h)
+    assert r.status_code == 400 and "user turn" in r.json()["error"]["message"]
+
+
+def test_ops_endpoints(server):
+    url, _ = server
+    assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
+    models = client(url).models.list()
+    assert models.data[0].id == "length-test"
+    client(url).moderations.create(input="x")
+    text = httpx.get(f"{url}/metrics").text
+    assert 'flexguard_items_total{mode="prompt"}' in text and "flexguard_request_seconds" in text
+
+
+def test_concurrent_requests_are_batched_and_match_one_by_one():
+    mod = LengthModerator(delay=0.05)
+    app = create_app(mod, Policy(), limits=ServerLimits(max_batch=16, max_wait_ms=20))
+    texts = [f"text number {i} " + "x" * (i % 7) for i in range(40)]
+    with Running(app) as url:
+        c = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        with ThreadPoolExecutor(16) as pool:
+            conc = list(pool.map(lambda t: c.moderations.create(input=t).results[0].model_extra["risk_score"], texts))
+    direct = [r.score for r in LengthModerator().score([Item(id=str(i), prompt=t) for i, t in enumerate(texts)])]
+    assert conc == direct
+    assert max(mod.batches) > 1 and len(mod.batches) < len(texts)
+
+
+def test_request_timeout():
+    app = create_app(LengthModerator(delay=1.0), Policy(), limits=ServerLimits(timeout_s=0.1))
+    with Running(app) as url:
+        r = httpx.post(f"{url}/v1/moderations", json={"input": "x"})
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+
+
+def test_api_keys_from_env_and_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEXGUARD_API_KEYS", "a, b")
+    f = tmp_path / "keys"
+    f.write_text("# comment\nc\n\n")
+    assert load_api_keys(str(f)) == ["a", "b", "c"]
