@@ -1,19 +1,18 @@
 """The server, driven by the real ``openai`` SDK over loopback."""
 
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from flexguard.rubric import Category
 from flexguard.schema import Item, ModerationResult
 from flexguard.server.app import ServerLimits, create_app, load_api_keys
 from flexguard.thresholds import Policy
+
+from servers import Running
 
 
 class LengthModerator:
@@ -40,31 +39,6 @@ class LengthModerator:
             out.append(ModerationResult(id=it.id, score=score, category=Category(cat),
                                         category_scores={"SAFE": 0.1, "VIO": 0.6 if cat == "VIO" else 0.1, "DIS": 0.3}))
         return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Running:
-    def __init__(self, app):
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        for _ in range(200):
-            if self.server.started:
-                break
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(5)
 
 
 @pytest.fixture

@@ -45,14 +45,19 @@ class EncoderTrainConfig:
     distill: str | None = field(default="../shared/data/distill", metadata={"help": "folder with Guard_*_train.csv, or None"})
     out: str | None = field(default=None, metadata={"help": "output folder; default: the package's assets"})
     seed: int = 0
-    C: float = field(default=1.0, metadata={"help": "inverse L2 strength of the logistic heads"})
+    C: float = field(default=0.1, metadata={"help": "inverse L2 strength of the logistic heads"})
     flexbench_weight: float = field(default=2.0, metadata={"help": "sample weight of FlexBench rows vs corpus rows"})
     cv_folds: int = field(default=5, metadata={"help": "folds for cross-fitted cut calibration"})
+    cut_calibration: str = field(default="none", metadata={
+        "help": "how each cut's logit shift is fitted on cross-fitted FlexBench logits: 'prior' (flag rate = label rate), "
+                "'f1' (best F1) or 'none' (CV showed both shifts lower worst-case F1 for frozen embeddings)"})
     max_chunks: int = 8
 
     def __post_init__(self) -> None:
         if self.subset not in ("prompt", "response", "both"):
             raise DataError(f"subset must be prompt, response or both, got {self.subset!r}")
+        if self.cut_calibration not in ("prior", "f1", "none"):
+            raise DataError(f"cut_calibration must be prior, f1 or none, got {self.cut_calibration!r}")
         if self.C <= 0 or self.cv_folds < 2:
             raise DataError("C must be > 0 and cv_folds >= 2")
 
@@ -167,11 +172,18 @@ def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> t
     oof = np.zeros((len(fb.tiers), N_CUTS))
     for tr, te in _folds(fb.tiers, cfg.cv_folds, cfg.seed):
         oof[te] = train(tr).cut_logits(fb.x[te])
-    shifts = np.array([_best_logit_cut(oof[:, k - 1], fb.tiers >= k)
-                       for k in range(1, N_CUTS + 1)])
+    shifts = np.array([_fit_shift(oof[:, k - 1], fb.tiers >= k, cfg.cut_calibration) for k in range(1, N_CUTS + 1)])
     heads = train(np.arange(len(fb.tiers)))
     heads.cut_shift = shifts
     return heads, shifts
+
+
+def _fit_shift(logits: np.ndarray, labels: np.ndarray, how: str) -> float:
+    if how == "none":
+        return 0.0
+    if how == "prior":  # flag as many items as carry the label: low variance on small data
+        return float(np.quantile(logits, 1.0 - labels.mean()))
+    return _best_logit_cut(logits, labels)
 
 
 def _best_logit_cut(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -1,0 +1,244 @@
+"""FlexGuard LLM moderator on 🤗 transformers, with a one-pass *expected* score.
+
+Two scoring modes:
+
+``generate``
+    Decode the answer (greedy by default) and parse ``<think>…</think>\\nCAT\\nSCORE``.
+``expected``
+    Take the category from the model's answer, then read the model's own distribution over
+    the 101 score strings "0" … "100" (each followed by end-of-turn) after the category line
+    and report ``E[score]`` and the probability mass that went to valid scores. One forward
+    pass over the prefix builds the KV cache; one batched pass over the 101 candidates
+    reuses it. With ``think="empty"`` the reasoning is skipped (an empty think block is
+    prefilled), so the score costs a short prefill plus the category tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import BackendError, ConfigError
+from ..schema import Item, ModerationResult
+from ..template import DEFAULT_TEMPLATE, THINK_CLOSE, THINK_OPEN, PromptTemplate, parse_category, parse_output
+
+log = logging.getLogger(__name__)
+MODES = ("generate", "expected")
+
+
+def answer_prefix(category: str, reasoning: str | None = None) -> str:
+    """The answer up to the score line, in the trained format."""
+    return f"{THINK_OPEN}\n{(reasoning or '').strip()}\n{THINK_CLOSE}\n{category}\n"
+
+
+def score_candidates(tokenizer: Any, category: str = "SAFE") -> list[list[int]]:
+    """Token ids of "0" … "100" followed by end-of-turn, as they follow ``CATEGORY\\n``.
+
+    Raises :class:`BackendError` when the tokenizer would merge a score with the newline
+    before it (then per-candidate scoring would not match what the model generates).
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise BackendError("the tokenizer has no eos token: the expected score needs an end-of-answer token")
+    base = tokenizer(f"{category}\n", add_special_tokens=False)["input_ids"]
+    out = []
+    for n in range(101):
+        ids = tokenizer(f"{category}\n{n}", add_special_tokens=False)["input_ids"]
+        if ids[:len(base)] != base:
+            raise BackendError("this tokenizer merges the score with the preceding newline; use --mode generate")
+        out.append(ids[len(base):] + [eos])
+    return out
+
+
+def expected_score(model: Any, prefix_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> tuple[float, float, np.ndarray]:
+    """``(E[score], valid mass, P(n) for n = 0..100)`` from one cached pass over all candidates.
+
+    ``P(n) = Π_k P(token_k | prefix, tokens<k)`` over the candidate's tokens including the
+    end-of-answer token (which separates "1" from "10" and "100"); E is normalised by the
+    valid mass.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([list(prefix_ids)], device=device), use_cache=True, logits_to_keep=1)
+        first = out.logits[0, -1].float().log_softmax(-1)
+        n, width = len(candidates), max(len(c) for c in candidates) - 1
+        inp = torch.zeros((n, width), dtype=torch.long, device=device)
+        mask = torch.zeros((n, width), dtype=torch.long, device=device)
+        for i, c in enumerate(candidates):
+            inp[i, :len(c) - 1] = torch.tensor(c[:-1])
+            mask[i, :len(c) - 1] = 1
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        attn = torch.cat([torch.ones((n, len(prefix_ids)), dtype=torch.long, device=device), mask], dim=1)
+        logp = model(input_ids=inp, attention_mask=attn, past_key_values=cache).logits.float().log_softmax(-1)
+    total = np.empty(n)
+    for i, c in enumerate(candidates):
+        lp = float(first[c[0]])
+        for k in range(1, len(c)):
+            lp += float(logp[i, k - 1, c[k]])
+        total[i] = lp
+    p = np.exp(total)
+    mass = float(p.sum())
+    e = float((np.arange(n) * p).sum() / mass) if mass > 0 else float("nan")
+    return e, mass, p
+
+
+def brute_force_distribution(model: Any, prefix_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> np.ndarray:
+    """P(n) by 101 independent full forward passes (reference for tests)."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = np.empty(len(candidates))
+    with torch.no_grad():
+        for i, c in enumerate(candidates):
+            seq = torch.tensor([list(prefix_ids) + list(c)], device=device)
+            # logits of the last len(c)+1 positions: row k predicts candidate token k
+            lp = model(input_ids=seq, logits_to_keep=len(c) + 1).logits[0].float().log_softmax(-1)
+            out[i] = np.exp(sum(float(lp[k, c[k]]) for k in range(len(c))))
+    return out
+
+
+class HFModerator:
+    """A FlexGuard checkpoint (Hub id or local folder) run with transformers.
+
+    Parameters
+    ----------
+    model : Hub id such as ``Tommy-DING/FlexGuard-Qwen3-8B`` or a local directory (or a loaded model).
+    tokenizer : a loaded tokenizer, when ``model`` is an object.
+    mode : ``generate`` or ``expected``.
+    think : ``generate`` (let the model reason) or ``empty`` (prefill an empty think block).
+    max_new_tokens, temperature : decoding; temperature 0 is greedy.
+    dtype, device, revision : loading options (``dtype="auto"``: bf16 on GPU, fp32 on CPU).
+    template : template name or YAML path.
+    batch_size : prompts per ``generate`` call (left padding).
+    min_mass : in ``expected`` mode, a valid-score mass below this is a parse error.
+    """
+
+    name = "hf"
+    supports_response_mode = True
+    supports_logprobs = True
+
+    def __init__(self, model: Any, tokenizer: Any = None, *, mode: str = "generate", think: str = "generate",
+                 max_new_tokens: int = 256, temperature: float = 0.0, dtype: str = "auto", device: str | None = None,
+                 revision: str | None = None, template: str = DEFAULT_TEMPLATE, batch_size: int = 8,
+                 min_mass: float = 1e-4, seed: int = 0):
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        if think not in ("generate", "empty"):
+            raise ConfigError(f"think must be 'generate' or 'empty', got {think!r}")
+        import torch
+
+        self.mode, self.think, self.max_new_tokens, self.temperature = mode, think, max_new_tokens, temperature
+        self.batch_size, self.min_mass, self.seed, self.revision = batch_size, min_mass, seed, revision
+        self.template = PromptTemplate.load(template)
+        if isinstance(model, str):
+            self.model_id = model
+            self.model, self.tokenizer = self._load(model, revision, dtype, device)
+        else:
+            if tokenizer is None:
+                raise ConfigError("pass the tokenizer together with a loaded model")
+            self.model_id = getattr(model.config, "_name_or_path", None) or type(model).__name__
+            self.model, self.tokenizer = model, tokenizer
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._candidates: dict[str, list[list[int]]] = {}
+        torch.manual_seed(seed)
+
+    @staticmethod
+    def _load(model_id: str, revision: str | None, dtype: str, device: str | None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "float32": torch.float32,
+                       "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
+        if torch_dtype is None:
+            raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        try:
+            tok = AutoTokenizer.from_pretrained(model_id, revision=revision)
+            model = AutoModelForCausalLM.from_pretrained(model_id, revision=revision, dtype=torch_dtype).to(device)
+        except (OSError, ValueError) as e:
+            raise BackendError(f"cannot load {model_id!r}: {e}. Without Hub access, pass a local folder: --model hf:PATH") from None
+        return model, tok
+
+    @classmethod
+    def from_spec(cls, arg: str | None, **options: Any) -> "HFModerator":
+        if not arg:
+            raise ConfigError("the hf backend needs a model: --model hf:Tommy-DING/FlexGuard-Qwen3-8B or hf:./local-dir")
+        return cls(arg, **options)
+
+    def info(self) -> dict[str, Any]:
+        return {"model": f"hf:{self.model_id}", "revision": self.revision, "template_sha256": self.template.sha256,
+                "template": self.template.name, "mode": self.mode, "think": self.think, "temperature": self.temperature,
+                "max_new_tokens": self.max_new_tokens}
+
+    # -- generation --------------------------------------------------------------------
+    def _prompts(self, items: Sequence[Item]) -> list[str]:
+        texts = [self.template.render(it, self.tokenizer) for it in items]
+        if self.think == "empty":
+            texts = [t + f"{THINK_OPEN}\n\n{THINK_CLOSE}\n" for t in texts]
+        return texts
+
+    def _generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        import torch
+
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        sample = self.temperature > 0
+        with torch.no_grad():
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=sample,
+                                      temperature=self.temperature if sample else None, top_p=None, top_k=None,
+                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        new = out[:, enc["input_ids"].shape[1]:]
+        return self.tokenizer.batch_decode(new, skip_special_tokens=True)
+
+    def score(self, items: Sequence[Item]) -> list[ModerationResult]:
+        results: list[ModerationResult] = []
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start:start + self.batch_size]
+            t0 = time.perf_counter()
+            prompts = self._prompts(batch)
+            budget = 8 if (self.mode == "expected" and self.think == "empty") else self.max_new_tokens
+            texts = self._generate(prompts, budget)
+            for it, prompt, text in zip(batch, prompts, texts):
+                answer = (f"{THINK_OPEN}\n\n{THINK_CLOSE}\n" + text) if self.think == "empty" else text
+                parsed = parse_output(answer)
+                if self.mode == "generate":
+                    results.append(ModerationResult(
+                        id=it.id, score=None if parsed.score is None else float(parsed.score), category=parsed.category,
+                        parse_error=parsed.parse_error, raw=answer, extras={"error": parsed.error} if parsed.error else {}))
+                else:
+                    results.append(self._expected(it, prompt, answer, parsed))
+            per = (time.perf_counter() - t0) * 1000 / len(batch)
+            results[-len(batch):] = [_with_latency(r, per) for r in results[-len(batch):]]
+        return results
+
+    def _expected(self, item: Item, prompt: str, answer: str, parsed) -> ModerationResult:
+        if parsed.category is None:  # the score line may be cut off: the category line is enough here
+            parsed = dataclasses.replace(parsed, category=parse_category(answer))
+        if parsed.category is None:
+            return ModerationResult(id=item.id, parse_error=True, raw=answer,
+                                    extras={"error": f"no category to condition the score on ({parsed.error})"})
+        cat = parsed.category.value
+        base = prompt[:-len(f"{THINK_OPEN}\n\n{THINK_CLOSE}\n")] if self.think == "empty" else prompt
+        prefix = base + answer_prefix(cat, None if self.think == "empty" else parsed.reasoning)
+        prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        if cat not in self._candidates:
+            self._candidates[cat] = score_candidates(self.tokenizer, cat)
+        e, mass, _ = expected_score(self.model, prefix_ids, self._candidates[cat])
+        extras = {"valid_mass": round(mass, 6), "generated_score": parsed.score}
+        if not mass >= self.min_mass:
+            return ModerationResult(id=item.id, category=parsed.category, parse_error=True, raw=answer,
+                                    extras={**extras, "error": f"valid-score mass {mass:.2g} < {self.min_mass:g}"})
+        return ModerationResult(id=item.id, score=round(e, 4), category=parsed.category, raw=answer, extras=extras)
+
+
+def _with_latency(r: ModerationResult, ms: float) -> ModerationResult:
+    return dataclasses.replace(r, latency_ms=round(ms, 3))
