@@ -100,8 +100,13 @@ def test_llamaguard_baseline_on_a_tiny_model():
     # P(unsafe) must be the normalised label probability, checked by hand for the first item
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    skipped = 0
     with torch.no_grad():
-        p = model(input_ids=ids).logits[0, -1].softmax(-1)
-    assert tok.decode([int(p.argmax())]).strip()  # this seed's first token is not blank: no skipping
+        while True:  # reference: follow blank tokens greedily, as Llama Guard 3 emits "\n\n" first
+            p = model(input_ids=ids).logits[0, -1].softmax(-1)
+            top = int(p.argmax())
+            if tok.decode([top]).strip() or top in (mod.safe_id, mod.unsafe_id) or skipped == mod.max_whitespace:
+                break
+            ids, skipped = torch.cat([ids, torch.tensor([[top]])], dim=1), skipped + 1
     want = 100 * p[mod.unsafe_id] / (p[mod.unsafe_id] + p[mod.safe_id])
     assert res[0].score == pytest.approx(float(want), rel=1e-4)

@@ -29,11 +29,16 @@ def test_per_regime_metrics_by_hand():
     assert 0.8 < ev.spearman <= 1
 
 
-def test_auroc_matches_sklearn():
-    from sklearn.metrics import roc_auc_score
+def test_auroc_and_auprc_match_sklearn_with_ties():
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
-    ev = evaluate(SCORES, TIERS, n_boot=0)
-    assert ev.regimes["moderate"].auroc == pytest.approx(roc_auc_score(TIERS >= 2, SCORES))
+    rng = np.random.default_rng(5)
+    tiers = rng.integers(0, 5, 3000)
+    scores = np.round(np.clip(tiers * 20 + rng.normal(0, 25, 3000), 0, 100) / 5) * 5  # many ties
+    ev = evaluate(scores, tiers, n_boot=0)
+    for r, k in (("strict", 1), ("moderate", 2), ("loose", 3)):
+        assert ev.regimes[r].auroc == pytest.approx(roc_auc_score(tiers >= k, scores), abs=1e-12)
+        assert ev.regimes[r].auprc == pytest.approx(average_precision_score(tiers >= k, scores), abs=1e-12)
 
 
 def test_oracle_is_an_upper_bound():

@@ -29,10 +29,20 @@ def _policy(args: argparse.Namespace):
 def _moderator(args: argparse.Namespace):
     from .moderators import get_moderator
 
+    import yaml
+
     options: dict[str, Any] = {}
+    for opt in getattr(args, "model_opt", None) or []:
+        key, sep, value = opt.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model-opt takes KEY=VALUE, got {opt!r}")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
     if getattr(args, "mode", None):
         options["mode"] = args.mode
-    return get_moderator(args.model, **options)
+    try:
+        return get_moderator(args.model, **options)
+    except TypeError as e:  # an option the backend's constructor does not take
+        raise ConfigError(f"model {args.model!r} does not accept these options ({e})") from None
 
 
 def _decision_record(policy, res, *, mode: str | None, strictness: str | None, threshold: float | None) -> dict[str, Any]:
@@ -55,6 +65,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="moderator spec: embedded (default), hf:PATH|HUB_ID, openai:URL#MODEL, predictions:FILE, ...")
     p.add_argument("--mode", choices=["generate", "expected"], default=None,
                    help="LLM scoring mode: decode and parse, or the expected score over score tokens")
+    p.add_argument("--model-opt", action="append", metavar="KEY=VALUE",
+                   help="backend option, repeatable (e.g. think=empty, template=my.yaml, max_new_tokens=64)")
     p.add_argument("--batch-size", type=int, default=32)
 
 
@@ -214,6 +226,58 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .data import load_flexbench
+    from .moderators import get_moderator
+    from .runner import score_items
+    from .train.distill import DistillTeacher
+
+    if bool(args.data) == bool(args.input):
+        raise ConfigError("give --data (annotated FlexBench-style items) or --in (unlabelled items), one of them")
+    if args.data:
+        bench = load_flexbench(args.data, subset=args.subset, split=args.split)
+        items, origin = bench.items, {"origin": bench.origin, "subset": bench.subset, "split": bench.split}
+    else:
+        from .data import items_from_rows, read_table
+
+        items, origin = items_from_rows(read_table(args.input), origin=args.input), {"origin": args.input}
+    teacher = None
+    if args.teacher:
+        teacher = get_moderator(args.teacher, temperature=args.temperature, max_tokens=args.max_tokens,
+                                concurrency=args.concurrency, **({"template": args.template} if args.template else {}))
+    run = score_items(DistillTeacher(teacher, k=args.k, aggregate=args.aggregate), items, out=args.out,
+                      batch_size=args.batch_size, progress=not args.quiet,
+                      annotate=lambda it, r: {"prompt": it.prompt, "response": it.response},
+                      manifest_extra={"data": origin})
+    bad = sum(r.parse_error for r in run.results)
+    print(f"distilled {len(run.results) - bad} items ({run.resumed} resumed, {bad} without a usable teacher answer) -> {args.out}")
+    return 0
+
+
+def cmd_train_stage(args: argparse.Namespace) -> int:
+    from .train.config import GRPORunConfig, SFTRunConfig, load_run_config
+
+    cls = SFTRunConfig if args.what == "sft" else GRPORunConfig
+    cfg = load_run_config(cls, args.config, model=args.base_model, data=args.train_data, output_dir=args.output_dir,
+                          template=args.template)
+    if args.what == "sft":
+        from .train.sft import main as run
+    else:
+        from .train.grpo import main as run
+    outcome = run(cfg)
+    print(json.dumps(outcome.metrics, indent=2, default=str))
+    print(f"saved to {outcome.output_dir} (model card: README.md, curves: training_curves.png)")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .train.merge import merge
+
+    out = merge(args.base, args.adapter, args.out, dtype=args.dtype, template=args.template)
+    print(f"merged model saved to {out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server.app import serve
 
@@ -296,6 +360,40 @@ def make_parser() -> argparse.ArgumentParser:
     te.add_argument("--cv-folds", type=int, default=5)
     te.add_argument("-q", "--quiet", action="store_true")
     te.set_defaults(func=cmd_train_encoder)
+
+    for stage in ("sft", "grpo"):
+        ts = tsub.add_parser(stage, help=f"{'SFT warm-up' if stage == 'sft' else 'GRPO risk alignment'} with TRL")
+        ts.add_argument("--config", help="YAML config (flexguard options + a 'trl:' section)")
+        ts.add_argument("--model", dest="base_model", help="base model: Hub id or folder (overrides the config)")
+        ts.add_argument("--data", dest="train_data", help="distilled JSONL (overrides the config)")
+        ts.add_argument("--output-dir", help="overrides the config")
+        ts.add_argument("--template", help="prompt template name or YAML")
+        ts.set_defaults(func=cmd_train_stage)
+
+    d = sub.add_parser("distill", help="rubric-guided score distillation from a teacher LLM")
+    d.add_argument("--data", help="folder or file of annotated items (FlexBench columns): used as they are")
+    d.add_argument("--in", dest="input", help="JSONL/CSV of unlabelled items (prompt, response, id): sent to the teacher")
+    d.add_argument("--subset", choices=["prompt", "response"], default="prompt")
+    d.add_argument("--split", default="valid")
+    d.add_argument("--teacher", help="openai:URL#MODEL of the teacher; annotated items need none")
+    d.add_argument("--k", type=int, default=3, help="samples per item")
+    d.add_argument("--aggregate", choices=["median", "mean"], default="median")
+    d.add_argument("--temperature", type=float, default=0.7)
+    d.add_argument("--max-tokens", type=int, default=512)
+    d.add_argument("--concurrency", type=int, default=8)
+    d.add_argument("--template", default=None)
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--out", required=True)
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_distill)
+
+    mg = sub.add_parser("merge", help="merge a LoRA adapter into its base model")
+    mg.add_argument("--base", required=True)
+    mg.add_argument("--adapter", required=True)
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--dtype", default="auto")
+    mg.add_argument("--template", default=None)
+    mg.set_defaults(func=cmd_merge)
 
     sv = sub.add_parser("serve", help="serve a moderator over HTTP (OpenAI /v1/moderations compatible)")
     sv.add_argument("--model", default="embedded")

@@ -252,6 +252,7 @@ def rows_to_items(rows: list[dict], *, origin: str, subset: Subset) -> list[Item
             tier=tier, category=category, risk_score=score,
             source=None if r.get("source") is None else str(r["source"]),
             harmful=_truthy(r.get("source_label")),
+            rationale=None if r.get("rationale") is None else str(r["rationale"]),
         ))
     if errors:
         parts = [f"column '{col}': " + _problems("problems", rs) for col, rs in errors.items()]

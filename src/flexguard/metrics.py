@@ -9,6 +9,7 @@ this is the same distribution as resampling items, at a cost independent of n.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -26,29 +27,45 @@ def _div(a, b):
     return np.where(b > 0, a / np.maximum(b, _EPS), 0.0)
 
 
-def threshold_sweep(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cumulative(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct scores (descending) with cumulative TP/FP counts of flagging ``score >= value``."""
+    if order is None:
+        order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[s[1:] != s[:-1], True]  # last index of each run of equal scores
+    return s[last], np.cumsum(y)[last], np.cumsum(~y)[last]
+
+
+def threshold_sweep(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every distinct decision ``score > t`` with its true- and false-positive counts.
 
     Returns ``(thresholds, tp, fp)`` ordered from flag-nothing (t = 100) to flag-everything.
     Thresholds sit midway between consecutive distinct scores, so they generalise to scores
-    not seen in fitting, and are clipped to 0–100.
+    not seen in fitting, and are clipped to 0–100. ``order`` (descending argsort of
+    ``scores``) can be passed to share one sort between calls.
     """
-    scores = np.asarray(scores, float)
-    labels = np.asarray(labels, bool)
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    distinct = np.r_[s[1:] != s[:-1], True]  # last index of each run of equal scores
-    tp = np.cumsum(y)[distinct]
-    fp = np.cumsum(~y)[distinct]
-    v = s[distinct]
+    v, tp, fp = _cumulative(np.asarray(scores, float), np.asarray(labels, bool), order)
     below = np.r_[v[1:], v[-1] - 1.0] if len(v) else v
     t = np.clip((v + below) / 2.0, 0.0, 100.0)
     return np.r_[100.0, t], np.r_[0, tp], np.r_[0, fp]
 
 
-def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+def ranking_metrics(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None) -> tuple[float, float]:
+    """AUROC (trapezoid over distinct thresholds, ties handled) and average precision,
+    defined as in scikit-learn, from one sort."""
+    _, tp, fp = _cumulative(np.asarray(scores, float), np.asarray(labels, bool), order)
+    pos, neg = tp[-1], fp[-1]
+    tpr, fpr = np.r_[0.0, tp / pos], np.r_[0.0, fp / neg]
+    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
+    recall = tp / pos
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * tp / (tp + fp)))
+    return auroc, ap
+
+
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None) -> tuple[float, float]:
     """Threshold with the highest F1 (ties: the highest threshold) and that F1."""
-    t, tp, fp = threshold_sweep(scores, labels)
+    t, tp, fp = threshold_sweep(scores, labels, order)
     pos = int(np.sum(labels))
     f1 = _div(2 * tp, tp + fp + pos)
     i = int(np.argmax(f1))
@@ -77,17 +94,14 @@ class BinaryMetrics:
 
 
 def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray, score: np.ndarray | None = None,
-                   threshold: float | None = None) -> BinaryMetrics:
+                   threshold: float | None = None, order: np.ndarray | None = None) -> BinaryMetrics:
     """Counts and rates of one decision; AUROC/AUPRC of ``score`` when both classes occur."""
     y_true, y_pred = np.asarray(y_true, bool), np.asarray(y_pred, bool)
     tp = int(np.sum(y_true & y_pred)); fp = int(np.sum(~y_true & y_pred))
     fn = int(np.sum(y_true & ~y_pred)); tn = int(np.sum(~y_true & ~y_pred))
     auroc = auprc = None
     if score is not None and 0 < y_true.sum() < len(y_true):
-        from sklearn.metrics import average_precision_score, roc_auc_score
-
-        auroc = float(roc_auc_score(y_true, score))
-        auprc = float(average_precision_score(y_true, score))
+        auroc, auprc = ranking_metrics(score, y_true, order)
     return BinaryMetrics(
         threshold=threshold, n=len(y_true), positives=int(y_true.sum()), tp=tp, fp=fp, fn=fn, tn=tn,
         precision=float(_div(tp, tp + fp)), recall=float(_div(tp, tp + fn)),
@@ -184,12 +198,14 @@ def evaluate(
     flags = dec.flags if decisions is None else {r: np.asarray(decisions[r], bool) for r in regimes}
     pred = {r: np.where(has_score, flags[r], np.where(is_binary, b > 0.5, bool(fill))) for r in regimes}
 
-    out = {r: binary_metrics(y[r], pred[r], rank_score, threshold=None if decisions is not None else policy.thresholds[r])
-           for r in regimes}
+    order = np.argsort(-rank_score, kind="stable")  # one sort serves every ranking metric below
+    out = {r: binary_metrics(y[r], pred[r], rank_score, threshold=None if decisions is not None else policy.thresholds[r],
+                             order=order) for r in regimes}
     oracle = {}
     for r in regimes:
-        t, _ = best_f1_threshold(rank_score, y[r])
-        oracle[r] = binary_metrics(y[r], rank_score > t, rank_score, threshold=t)
+        t, _ = best_f1_threshold(rank_score, y[r], order)
+        oracle[r] = dataclasses.replace(binary_metrics(y[r], rank_score > t), threshold=t,
+                                        auroc=out[r].auroc, auprc=out[r].auprc)
     f1s = np.array([out[r].f1 for r in regimes])
     of1 = np.array([oracle[r].f1 for r in regimes])
 

@@ -22,8 +22,8 @@ class Item:
     """One thing to moderate, with optional gold annotations.
 
     ``response`` is ``None`` for prompt moderation. Gold fields are ``None`` when unknown:
-    FlexBench rows carry ``tier``/``category``/``risk_score``; binary public suites carry
-    only ``harmful``.
+    FlexBench rows carry ``tier``/``category``/``risk_score`` (and distillation rows a
+    ``rationale``); binary public suites carry only ``harmful``.
     """
 
     id: str
@@ -34,6 +34,7 @@ class Item:
     risk_score: float | None = None
     source: str | None = None
     harmful: bool | None = None
+    rationale: str | None = None
 
     @property
     def mode(self) -> Mode:

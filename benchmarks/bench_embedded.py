@@ -1,0 +1,164 @@
+"""Embedded default moderator: cross-validated quality, public suites, speed and footprint.
+
+    python benchmarks/bench_embedded.py                 # everything (~25 min on 2 cores)
+    python benchmarks/bench_embedded.py --skip-quality  # speed and public suites only
+
+Quality is 5-fold cross-validation on ../shared/data/flexbench_r: each fold's heads are
+trained on the other folds plus all of ../shared/data/distill, exactly as the shipped
+heads are (config from the shipped card.json). Side by side: a *binary* baseline (a
+logistic on the same features with only harmful/unharmful source labels, one decision for
+every regime) and the score with cross-fitted calibrated thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from _common import DATA, RESULTS, peak_rss_mb, table, write_result
+
+
+def quality(seed: int = 0) -> dict:
+    from flexguard.calibrate import ThresholdCalibrator, cross_fit
+    from flexguard.embedding import MiniLMEmbedder
+    from flexguard.metrics import evaluate
+    from flexguard.moderators.embedded import shipped_weights_dir
+    from flexguard.train.encoder import (EncoderTrainConfig, _split, cross_validate, featurize,
+                                         load_training_items)
+
+    card = json.loads((shipped_weights_dir() / "card.json").read_text())["config"]
+    cfg = EncoderTrainConfig(**{**card, "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill"), "out": None})
+    emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
+    out, plots, oof_rows = {}, {}, {}
+    for subset in ("prompt", "response"):
+        fb_items, extra_items = load_training_items(cfg, subset)
+        fb = _split(fb_items, featurize(emb, fb_items, progress=True))
+        extra = _split(extra_items, featurize(emb, extra_items, progress=True))
+        t0 = time.perf_counter()
+        oof = cross_validate(fb, extra, cfg, folds=5)
+        variants = {
+            "risk scorer (thresholds 20/40/60)": evaluate(oof["score"], fb.tiers, n_boot=1000, seed=seed),
+            "binary baseline (one decision)": evaluate([None] * len(fb.tiers), fb.tiers, flagged=oof["binary"], n_boot=1000, seed=seed),
+        }
+        flags, _ = cross_fit(ThresholdCalibrator("max-f1"), oof["score"], fb.tiers, seed=seed)
+        variants["risk scorer, calibrated thresholds (cross-fitted)"] = evaluate(oof["score"], fb.tiers, decisions=flags,
+                                                                                 n_boot=1000, seed=seed)
+        unsafe = fb.tiers > 0
+        out[subset] = {
+            name: {**{f"f1_{r}": round(m.f1, 4) for r, m in ev.regimes.items()}, "avg_f1": round(ev.avg_f1, 4),
+                   "worst_f1": round(ev.worst_f1, 4), "worst_f1_ci": ev.ci.get("worst_f1"), "f1_spread": round(ev.f1_spread, 4),
+                   "spearman": None if ev.spearman is None else round(ev.spearman, 4)}
+            for name, ev in variants.items()
+        }
+        out[subset]["category_accuracy_on_unsafe"] = round(float(np.mean(oof["category"][unsafe] == fb.cats[unsafe])), 4)
+        out[subset]["mean_score_by_tier"] = variants["risk scorer (thresholds 20/40/60)"].mean_score_by_tier
+        out[subset]["cv_seconds"] = round(time.perf_counter() - t0, 1)
+        plots[subset] = (oof["score"], fb.tiers)
+        oof_rows[subset] = [{"id": it.id, "score": round(float(sc), 4), "category": str(c), "tier": int(t)}
+                            for it, sc, c, t in zip(fb_items, oof["score"], oof["category"], fb.tiers)]
+    _reliability_plot(plots)
+    # out-of-fold scores (ids and our own scores only, no data) for bench_calibration.py
+    (RESULTS / "embedded_oof.json").write_text(json.dumps(oof_rows))
+    return out
+
+
+def _reliability_plot(plots: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flexguard.rubric import TIER_BANDS, Tier
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
+    for ax, (subset, (scores, tiers)) in zip(axes, plots.items()):
+        ax.boxplot([scores[tiers == t.rank] for t in Tier], showfliers=False)
+        ax.plot(range(1, 6), [scores[tiers == t.rank].mean() for t in Tier], "o-", label="mean predicted score")
+        ax.plot(range(1, 6), [sum(TIER_BANDS[t]) / 2 for t in Tier], "k:", label="band centre")
+        ax.set_xticks(range(1, 6), [t.value for t in Tier], fontsize=7)
+        ax.set_title(f"{subset}: CV score per gold tier")
+    axes[0].set_ylabel("risk score"); axes[0].legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(RESULTS / "embedded_reliability.png", dpi=110); plt.close(fig)
+
+
+def public_suites() -> dict:
+    from flexguard.data import load_public
+    from flexguard.metrics import evaluate_binary_suite
+    from flexguard.moderators import get_moderator
+
+    mod = get_moderator("embedded")
+    out = {}
+    for name, suite in load_public(DATA / "guard_benchmarks_guardreasoner").items():
+        t0 = time.perf_counter()
+        res = mod.score(suite.items)
+        m = evaluate_binary_suite([r.score for r in res], suite.binary_labels(), threshold=40.0)
+        out[name] = {"subset": suite.subset, "n": m.n, "f1": round(m.f1, 4), "precision": round(m.precision, 4),
+                     "recall": round(m.recall, 4), "auroc": None if m.auroc is None else round(m.auroc, 4),
+                     "items_per_s": round(len(res) / (time.perf_counter() - t0), 1)}
+    return out
+
+
+SPEED_CODE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from flexguard.moderators import get_moderator
+from flexguard.schema import Item
+mod = get_moderator("embedded")
+load_s = time.perf_counter() - t0
+import pandas as pd, numpy as np, resource
+d = pd.read_csv(sys.argv[1])
+prompts = d.prompt[d.prompt.str.len() < 400].tolist()[:1000]
+pairs = pd.read_csv(sys.argv[2]).head(300)
+mod.score([Item(id="w", prompt="warm up")])
+t = time.perf_counter(); mod.score([Item(id=str(i), prompt=p) for i, p in enumerate(prompts)]); batch_s = time.perf_counter() - t
+lat = []
+for p in prompts[:100]:
+    t = time.perf_counter(); mod.score([Item(id="1", prompt=p)]); lat.append(time.perf_counter() - t)
+items = [Item(id=str(i), prompt=r.prompt, response=r.response) for i, r in enumerate(pairs.itertuples())]
+t = time.perf_counter(); mod.score(items); pair_s = time.perf_counter() - t
+print(json.dumps({"import_and_load_s": round(load_s, 3), "prompts_per_s": round(len(prompts) / batch_s, 1),
+                  "prompt_chars_mean": round(float(np.mean([len(p) for p in prompts])), 1),
+                  "p50_ms_one_prompt": round(1000 * float(np.median(lat)), 2), "p95_ms_one_prompt": round(1000 * float(np.percentile(lat, 95)), 2),
+                  "pairs_per_s": round(len(items) / pair_s, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+"""
+
+
+def speed() -> dict:
+    proc = subprocess.run([sys.executable, "-c", SPEED_CODE, str(DATA / "distill" / "Guard_prompt_train.csv"),
+                           str(DATA / "distill" / "Guard_response_train.csv")], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-public", action="store_true")
+    args = ap.parse_args()
+    payload: dict = {"speed": speed()}
+    print(table([payload["speed"]], list(payload["speed"])))
+    targets = {"prompts_per_s": ">= 500", "p50_ms_one_prompt": "<= 10", "import_and_load_s": "<= 2", "peak_rss_mb": "<= 600"}
+    payload["speed_targets"] = targets
+    if not args.skip_public:
+        payload["public_moderate_regime"] = public_suites()
+        print(table([{"suite": k, **v} for k, v in payload["public_moderate_regime"].items()],
+                    ["suite", "subset", "n", "f1", "precision", "recall", "auroc", "items_per_s"]))
+        payload["public_note"] = ("The distillation corpus was drawn from these same public halves, so these "
+                                  "numbers are in-distribution, not held-out.")
+    if not args.skip_quality:
+        payload["cv"] = quality()
+        for subset, res in payload["cv"].items():
+            rows = [{"model": k, **v} for k, v in res.items() if isinstance(v, dict) and "avg_f1" in v]
+            print(f"\n{subset} (5-fold CV on flexbench_r, n={'560' if subset == 'prompt' else '433'}), "
+                  f"category accuracy on unsafe items {res['category_accuracy_on_unsafe']}")
+            print(table(rows, ["model", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread", "spearman"]))
+    name = "embedded" if not (args.skip_quality or args.skip_public) else "embedded_partial"
+    print(f"-> {write_result(name, payload)}  (peak RSS of this process {peak_rss_mb():.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
