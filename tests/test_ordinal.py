@@ -1,0 +1,31 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexguard.ordinal import cumulative_to_score, monotone
+from flexguard.rubric import score_ranks
+
+probs = st.lists(st.floats(0, 1), min_size=4, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(probs)
+def test_score_band_is_exactly_the_count_of_confident_cuts(p):
+    m = monotone(np.array([p]))[0]
+    s = cumulative_to_score(np.array([p]))[0]
+    assert 0 <= s <= 100
+    assert score_ranks(np.array([s]))[0] == int((m > 0.5).sum())
+
+
+def test_typical_and_extreme_values():
+    p = np.array([[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1.0]])
+    assert cumulative_to_score(p).tolist() == [0, 30, 50, 70, 100]
+
+
+def test_score_increases_with_each_probability():
+    base = np.array([0.7, 0.3, 0.1, 0.05])
+    s0 = cumulative_to_score(base[None])[0]
+    for k in range(4):
+        up = base.copy()
+        up[k] = min(1.0, up[k] + 0.1) if k == 0 else min(up[k - 1], up[k] + 0.1)
+        assert cumulative_to_score(up[None])[0] >= s0
