@@ -38,11 +38,14 @@ class MiniLMEmbedder:
     max_chunks : windows of 254 word pieces per text; text beyond that is dropped and
         flagged in :attr:`Embeddings.truncated`.
     batch_size : windows per ONNX call; windows are sorted by length so padding is minimal.
+    max_batch_tokens : cap on windows × width per call. Activation memory grows with it
+        (16 full 256-token windows cost ~300 MB in ONNX Runtime), so long texts go in
+        smaller batches while short prompts keep full batches.
     threads : ONNX Runtime intra-op threads (default: all cores).
     """
 
-    def __init__(self, *, max_chunks: int = 8, batch_size: int = 64, threads: int | None = None,
-                 model_path: str | None = None):
+    def __init__(self, *, max_chunks: int = 8, batch_size: int = 64, max_batch_tokens: int = 1024,
+                 threads: int | None = None, model_path: str | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -53,6 +56,7 @@ class MiniLMEmbedder:
         self.model_path = model_path
         self.max_chunks = max_chunks
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
         tok_file = resources.files("flexguard") / "assets" / "minilm" / "tokenizer.json"
         self.tokenizer = Tokenizer.from_str(tok_file.read_text(encoding="utf-8"))
         self.tokenizer.no_truncation()
@@ -94,8 +98,14 @@ class MiniLMEmbedder:
         windows, owner, truncated = self._windows(texts)
         order = np.argsort([len(w) for w in windows], kind="stable")
         pooled = np.empty((len(windows), DIM), np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        start = 0
+        while start < len(order):
+            # windows are sorted by length, so the last one of a batch is its widest
+            n = self.batch_size
+            while n > 1 and n * len(windows[order[min(start + n, len(order)) - 1]]) > self.max_batch_tokens:
+                n //= 2
+            idx = order[start:start + n]
+            start += n
             width = max(len(windows[i]) for i in idx)
             ids = np.zeros((len(idx), width), np.int64)
             mask = np.zeros((len(idx), width), np.int64)

@@ -104,6 +104,17 @@ def brute_force_distribution(model: Any, prefix_ids: Sequence[int], candidates: 
     return out
 
 
+def resolve_dtype(dtype: str, device: str):
+    """``auto`` is bf16 on GPU and fp32 on CPU (bf16 autocast is 2-3x slower on CPU)."""
+    import torch
+
+    table = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "float32": torch.float32,
+             "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in table:
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
 class HFModerator:
     """A FlexGuard checkpoint (Hub id or local folder) run with transformers.
 
@@ -158,10 +169,7 @@ class HFModerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = {"auto": torch.bfloat16 if device.startswith("cuda") else torch.float32, "float32": torch.float32,
-                       "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
-        if torch_dtype is None:
-            raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+        torch_dtype = resolve_dtype(dtype, device)
         try:
             tok = AutoTokenizer.from_pretrained(model_id, revision=revision)
             model = AutoModelForCausalLM.from_pretrained(model_id, revision=revision, dtype=torch_dtype).to(device)

@@ -17,9 +17,9 @@ def load_model_and_tokenizer(name: str, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gpu = torch.cuda.is_available()
-    torch_dtype = {"auto": torch.bfloat16 if gpu else torch.float32, "float32": torch.float32,
-                   "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    from ..moderators.hf import resolve_dtype
+
+    torch_dtype = resolve_dtype(dtype, "cuda" if torch.cuda.is_available() else "cpu")
     tok = AutoTokenizer.from_pretrained(name)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

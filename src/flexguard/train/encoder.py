@@ -52,6 +52,9 @@ class EncoderTrainConfig:
         "help": "how each cut's logit shift is fitted on cross-fitted FlexBench logits: 'prior' (flag rate = label rate), "
                 "'f1' (best F1) or 'none' (CV showed both shifts lower worst-case F1 for frozen embeddings)"})
     max_chunks: int = 8
+    weak: str | None = field(default=None, metadata={
+        "help": "folder of binary public suites (GuardReasoner format) used as weak supervision of the moderate cut"})
+    weak_weight: float = field(default=0.5, metadata={"help": "sample weight of a weakly labelled row"})
 
     def __post_init__(self) -> None:
         if self.subset not in ("prompt", "response", "both"):
@@ -65,12 +68,16 @@ class EncoderTrainConfig:
 # --- data and features ----------------------------------------------------------------
 
 def load_training_items(cfg: EncoderTrainConfig, subset: str) -> tuple[list[Item], list[Item]]:
-    """FlexBench-R valid items and distillation-corpus items of one subset."""
+    """FlexBench-R valid items, then corpus items (distillation corpus, then weak public rows)."""
     fb = load_flexbench(cfg.flexbench, subset=subset, split="valid").items
     extra: list[Item] = []
     if cfg.distill:
         path = Path(cfg.distill) / f"Guard_{subset}_train.csv"
         extra = rows_to_items(read_table(path), origin=str(path), subset=subset)
+    if cfg.weak:
+        from ..data import load_public
+
+        extra += [it for b in load_public(cfg.weak).values() if b.subset == subset for it in b.items]
     return fb, extra
 
 
@@ -109,23 +116,30 @@ def featurize(embedder, items: Sequence[Item], *, progress: bool = False) -> np.
 
 # --- fitting --------------------------------------------------------------------------
 
-def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.ndarray, *, C: float, seed: int) -> LinearHeads:
-    """Fit cut-point and category heads (no calibration shift yet)."""
+def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.ndarray, *, C: float, seed: int,
+              harmful: np.ndarray | None = None) -> LinearHeads:
+    """Fit cut-point and category heads (no calibration shift yet).
+
+    Rows with an unknown tier (-1) carry only a harmful/unharmful label: they join the
+    moderate cut's training set (harmful = tier >= MODERATE) and nothing else.
+    """
     from sklearn.linear_model import LogisticRegression
 
     mean, scale = x.mean(0), x.std(0) + 1e-6
     z = (x - mean) / scale
     cut_w, cut_b = np.zeros((N_CUTS, x.shape[1])), np.zeros(N_CUTS)
+    known = tiers >= 0
     for k in range(1, N_CUTS + 1):
-        y = tiers >= k
+        rows = known | (k == 2 and harmful is not None)
+        y = np.where(known, tiers >= k, False if harmful is None else harmful)[rows]
         if y.all() or not y.any():
             raise DataError(f"cannot train cut point tier>={k}: the training data has only one class there")
         lr = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
-        lr.fit(z, y, sample_weight=weights)
+        lr.fit(z[rows], y, sample_weight=weights[rows])
         cut_w[k - 1], cut_b[k - 1] = lr.coef_[0], lr.intercept_[0]
     cat_idx = np.array([CATEGORY_NAMES.index(c) for c in cats])
     lr = LogisticRegression(C=C, max_iter=3000, random_state=seed)
-    lr.fit(z, cat_idx, sample_weight=weights)
+    lr.fit(z[known], cat_idx[known], sample_weight=weights[known])
     cat_w = np.zeros((len(CATEGORY_NAMES), x.shape[1])); cat_b = np.full(len(CATEGORY_NAMES), -30.0)
     cat_w[lr.classes_], cat_b[lr.classes_] = lr.coef_, lr.intercept_
     return LinearHeads(cut_w=cut_w, cut_b=cut_b, cut_shift=np.zeros(N_CUTS), cat_w=cat_w, cat_b=cat_b,
@@ -148,7 +162,9 @@ class Split:
 
 
 def _split(items: Sequence[Item], x: np.ndarray) -> Split:
-    return Split(x, np.array([i.tier.rank for i in items]), np.array([i.category.value if i.category else "SAFE" for i in items]),
+    """Arrays of a set of items; an unknown tier (weakly labelled row) is -1."""
+    return Split(x, np.array([-1 if i.tier is None else i.tier.rank for i in items]),
+                 np.array([i.category.value if i.category else "SAFE" for i in items]),
                  np.array([bool(i.harmful) if i.harmful is not None else i.tier.rank >= 2 for i in items]))
 
 
@@ -166,8 +182,9 @@ def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> t
     def train(idx):
         part = fb.take(idx)
         data = part if extra is None else Split.concat(part, extra)
-        w = np.r_[np.full(len(idx), cfg.flexbench_weight), np.ones(0 if extra is None else len(extra.tiers))]
-        return fit_heads(data.x, data.tiers, data.cats, w, C=cfg.C, seed=cfg.seed)
+        w = np.r_[np.full(len(idx), cfg.flexbench_weight),
+                  np.array([]) if extra is None else np.where(extra.tiers >= 0, 1.0, cfg.weak_weight)]
+        return fit_heads(data.x, data.tiers, data.cats, w, C=cfg.C, seed=cfg.seed, harmful=data.harmful)
 
     oof = np.zeros((len(fb.tiers), N_CUTS))
     for tr, te in _folds(fb.tiers, cfg.cv_folds, cfg.seed):

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .config import GRPORunConfig
-from .sft import TrainOutcome
+from .sft import TrainOutcome, tokens_per_second
 
 
 def main(cfg: GRPORunConfig) -> TrainOutcome:
@@ -40,6 +40,7 @@ def main(cfg: GRPORunConfig) -> TrainOutcome:
     rewards = [h["reward"] for h in hist if "reward" in h]
     metrics = {"steps": trainer.state.global_step, "first_reward": rewards[0] if rewards else None,
                "last_reward": rewards[-1] if rewards else None, "seconds": round(seconds, 1),
+               "tokens_per_s": tokens_per_second(hist, seconds),
                "reward_weights": cfg.reward_weights, "adapter": cfg.lora}
     plot_curves(hist, keys, out / "training_curves.png", "GRPO rewards")
     write_model_card(out, stage="grpo" + ("-lora-adapter" if cfg.lora else ""), base=cfg.model, cfg=cfg, template=template,

@@ -10,6 +10,12 @@ from typing import Any
 from .config import SFTRunConfig
 
 
+def tokens_per_second(log_history: list[dict[str, Any]], seconds: float) -> float | None:
+    """Training throughput from TRL's running ``num_tokens`` log."""
+    seen = [h["num_tokens"] for h in log_history if "num_tokens" in h]
+    return round(seen[-1] / seconds, 1) if seen and seconds > 0 else None
+
+
 @dataclass
 class TrainOutcome:
     output_dir: Path
@@ -39,13 +45,11 @@ def main(cfg: SFTRunConfig) -> TrainOutcome:
     out = Path(cfg.output_dir)
     trainer.save_model(str(out))
     tok.save_pretrained(str(out))
-    tokens = sum(len(tok(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"]) for r in rows)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {"train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
                "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step, "examples": len(rows),
                "seconds": round(seconds, 1),
-               "tokens_per_s": round(tokens * args.num_train_epochs / seconds, 1) if args.max_steps <= 0 else None,
-               "adapter": cfg.lora}
+               "tokens_per_s": tokens_per_second(trainer.state.log_history, seconds), "adapter": cfg.lora}
     plot_curves(trainer.state.log_history, ["loss"], out / "training_curves.png", "SFT loss")
     write_model_card(out, stage="sft" + ("-lora-adapter" if cfg.lora else ""), base=cfg.model, cfg=cfg, template=template,
                      metrics=metrics)

@@ -1,0 +1,46 @@
+"""Does weak supervision from the binary public halves help the embedded scorer?
+
+    python benchmarks/bench_weak_supervision.py
+
+Same 5-fold CV as bench_embedded.py (shipped config), with and without the binary public
+suites (../shared/data/guard_benchmarks_guardreasoner) added to the moderate cut's training
+set at a few weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from _common import DATA, table, write_result
+
+
+def main() -> None:
+    from flexguard.embedding import MiniLMEmbedder
+    from flexguard.moderators.embedded import shipped_weights_dir
+    from flexguard.train.encoder import (EncoderTrainConfig, _split, cross_validate, cv_summary, featurize,
+                                         load_training_items)
+
+    card = json.loads((shipped_weights_dir() / "card.json").read_text())["config"]
+    rows = []
+    for subset in ("prompt", "response"):
+        for weak, weight in ((None, 0.0), (str(DATA / "guard_benchmarks_guardreasoner"), 0.25),
+                             (str(DATA / "guard_benchmarks_guardreasoner"), 1.0)):
+            cfg = EncoderTrainConfig(**{**card, "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill"),
+                                        "out": None, "weak": weak, "weak_weight": weight or 0.5})
+            emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
+            fb_items, extra_items = load_training_items(cfg, subset)
+            fb = _split(fb_items, featurize(emb, fb_items))
+            extra = _split(extra_items, featurize(emb, extra_items, progress=True))
+            t = time.perf_counter()
+            s = cv_summary(fb, cross_validate(fb, extra, cfg, folds=5))["risk_scorer"]
+            rows.append({"subset": subset, "weak_rows": int((extra.tiers < 0).sum()), "weak_weight": weight,
+                         **{k: s[k] for k in ("f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1")},
+                         "cv_s": round(time.perf_counter() - t)})
+            print(table(rows[-1:], list(rows[-1])), flush=True)
+    print(table(rows, list(rows[0])))
+    print(f"-> {write_result('weak_supervision', {'rows': rows})}")
+
+
+if __name__ == "__main__":
+    main()
