@@ -8,7 +8,7 @@ Two scoring modes:
     Take the category from the model's answer, then read the model's own distribution over
     the 101 score strings "0" … "100" (each followed by end-of-turn) after the category line
     and report ``E[score]`` and the probability mass that went to valid scores. One forward
-    pass over the prefix builds the KV cache; one batched pass over the 101 candidates
+    pass over the prefix builds the KV cache; one batched pass over the candidates
     reuses it. With ``think="empty"`` the reasoning is skipped (an empty think block is
     prefilled), so the score costs a short prefill plus the category tokens.
 """
@@ -59,33 +59,47 @@ def expected_score(model: Any, prefix_ids: Sequence[int], candidates: Sequence[S
 
     ``P(n) = Π_k P(token_k | prefix, tokens<k)`` over the candidate's tokens including the
     end-of-answer token (which separates "1" from "10" and "100"); E is normalised by the
-    valid mass.
+    valid mass. Candidates share digit prefixes ("4" of "42"), so the pass feeds only the
+    longest digit strings (91 rows for 0..100) on the repeated prefix cache and applies the
+    LM head to the 101 distinct positions whose next-token distribution is needed, instead
+    of to every padded position of 101 rows.
     """
     import torch
 
     device = next(model.parameters()).device
+    digits = [tuple(c[:-1]) for c in candidates]
+    states = sorted({d[:k] for d in digits for k in range(1, len(d) + 1)})  # non-empty digit prefixes
+    rows = [s for s in states if not any(o != s and o[:len(s)] == s for o in states)]
+    where = {}  # state -> (row, position whose output predicts the next token)
+    for r, row in enumerate(rows):
+        for k in range(1, len(row) + 1):
+            where.setdefault(row[:k], (r, k - 1))
     with torch.no_grad():
         out = model(input_ids=torch.tensor([list(prefix_ids)], device=device), use_cache=True, logits_to_keep=1)
         first = out.logits[0, -1].float().log_softmax(-1)
-        n, width = len(candidates), max(len(c) for c in candidates) - 1
-        inp = torch.zeros((n, width), dtype=torch.long, device=device)
-        mask = torch.zeros((n, width), dtype=torch.long, device=device)
-        for i, c in enumerate(candidates):
-            inp[i, :len(c) - 1] = torch.tensor(c[:-1])
-            mask[i, :len(c) - 1] = 1
+        width = max(len(r) for r in rows)
+        inp = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+        for r, row in enumerate(rows):
+            inp[r, :len(row)] = torch.tensor(row)
+            mask[r, :len(row)] = 1
         cache = out.past_key_values
-        cache.batch_repeat_interleave(n)
-        attn = torch.cat([torch.ones((n, len(prefix_ids)), dtype=torch.long, device=device), mask], dim=1)
-        logp = model(input_ids=inp, attention_mask=attn, past_key_values=cache).logits.float().log_softmax(-1)
-    total = np.empty(n)
-    for i, c in enumerate(candidates):
+        cache.batch_repeat_interleave(len(rows))
+        attn = torch.cat([torch.ones((len(rows), len(prefix_ids)), dtype=torch.long, device=device), mask], dim=1)
+        hidden = model.get_decoder()(input_ids=inp, attention_mask=attn, past_key_values=cache).last_hidden_state
+        idx = [where[s] for s in states]
+        picked = hidden[torch.tensor([r for r, _ in idx]), torch.tensor([k for _, k in idx])]
+        logp = model.get_output_embeddings()(picked).float().log_softmax(-1)
+    after = {s: logp[i] for i, s in enumerate(states)}
+    total = np.empty(len(candidates))
+    for n, (c, d) in enumerate(zip(candidates, digits)):
         lp = float(first[c[0]])
         for k in range(1, len(c)):
-            lp += float(logp[i, k - 1, c[k]])
-        total[i] = lp
+            lp += float(after[d[:k]][c[k]])
+        total[n] = lp
     p = np.exp(total)
     mass = float(p.sum())
-    e = float((np.arange(n) * p).sum() / mass) if mass > 0 else float("nan")
+    e = float((np.arange(len(candidates)) * p).sum() / mass) if mass > 0 else float("nan")
     return e, mass, p
 
 
