@@ -88,3 +88,14 @@ def test_flag_precedence():
         p.flag(45, strictness="lax")
     with pytest.raises(ConfigError, match="threshold must be in 0-100"):
         p.flag(45, threshold=101)
+
+
+def test_verdict_for_scores_and_labels():
+    p = Policy()
+    v = p.verdict(45.0, strictness="loose")
+    assert (v.flagged, v.threshold, v.margin) == (False, 60.0, 5.0)
+    assert v.decisions == {"strict": True, "moderate": True, "loose": False} and v.margins["loose"] == -15
+    v = p.verdict(None, label=True)
+    assert v.flagged and v.threshold is None and set(v.decisions.values()) == {True} and v.margin is None
+    v = p.verdict(None)
+    assert not v.flagged and v.margin is None and v.threshold == 40.0

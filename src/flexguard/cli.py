@@ -46,18 +46,9 @@ def _moderator(args: argparse.Namespace):
 
 
 def _decision_record(policy, res, *, mode: str | None, strictness: str | None, threshold: float | None) -> dict[str, Any]:
-    cat = None if res.category is None else res.category.value
-    dec = policy.decide_many([res.score if res.score is not None else float("nan")], categories=[cat], modes=mode)
-    flagged, used = policy.flag(res.score, category=cat, mode=mode, strictness=strictness, threshold=threshold)
-    if res.score is None and res.flagged is not None:  # label-only moderator: one decision for all regimes
-        flagged = res.flagged
-    return {
-        "flagged": bool(flagged),
-        "threshold": used,
-        "decisions": {r: (bool(res.flagged) if res.score is None and res.flagged is not None else bool(f[0]))
-                      for r, f in dec.flags.items()},
-        "margin": None if res.score is None else round(float(dec.margin[0]), 3),
-    }
+    v = policy.verdict(res.score, label=res.flagged, category=res.category, mode=mode, strictness=strictness,
+                       threshold=threshold)
+    return {"flagged": v.flagged, "threshold": v.threshold, "decisions": v.decisions, "margin": v.margin}
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -129,7 +120,8 @@ def _print_human(rec: dict[str, Any]) -> None:
     else:
         print(f"risk score  {rec['risk_score']:.1f}  ({rec['tier']})   category {rec['category']}")
     print("decisions   " + "  ".join(f"{r}: {'UNSAFE' if v else 'safe'}" for r, v in rec["decisions"].items()))
-    print(f"flagged     {'yes' if rec['flagged'] else 'no'}  (score > {rec['threshold']:g})")
+    rule = "label-only model" if rec["threshold"] is None else f"score > {rec['threshold']:g}"
+    print(f"flagged     {'yes' if rec['flagged'] else 'no'}  ({rule})")
     if rec.get("category_scores"):
         top = sorted(rec["category_scores"].items(), key=lambda kv: -kv[1])[:3]
         print("top categories  " + ", ".join(f"{k} {v:.2f}" for k, v in top))

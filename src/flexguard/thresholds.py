@@ -58,6 +58,20 @@ class Decisions:
 
 
 @dataclass
+class Verdict:
+    """Everything a caller reports for one item: the single ``flagged`` verdict and the
+    threshold it used, each regime's decision, margins (score − threshold) and thresholds,
+    and the signed margin to the nearest threshold (``None`` without a score)."""
+
+    flagged: bool
+    threshold: float | None
+    decisions: dict[str, bool]
+    margins: dict[str, float | None]
+    thresholds: dict[str, float]
+    margin: float | None
+
+
+@dataclass
 class Policy:
     """Thresholds per regime, optionally per category and per mode.
 
@@ -185,6 +199,23 @@ class Policy:
         margins = {r: scores - th[r] for r in self.regime_names}
         flags = {r: np.nan_to_num(margins[r], nan=-1.0) > 0 for r in self.regime_names}
         return Decisions(flags=flags, margins=margins, thresholds=th)
+
+    def verdict(self, score: float | None, *, label: bool | None = None, category: Category | str | None = None,
+                mode: str | None = None, strictness: str | None = None, threshold: float | None = None) -> Verdict:
+        """The full decision record of one result.
+
+        A label-only moderator (``score`` None, ``label`` set) gets its one decision for every
+        regime and no threshold.
+        """
+        th = self.resolve(category=category, mode=mode)
+        names = self.regime_names
+        if score is None and label is not None:
+            return Verdict(bool(label), None, {r: bool(label) for r in names}, {r: None for r in names}, th, None)
+        flagged, used = self.flag(score, category=category, mode=mode, strictness=strictness, threshold=threshold)
+        margins = {r: None if score is None else round(score - th[r], 3) for r in names}
+        known = [m for m in margins.values() if m is not None]
+        return Verdict(bool(flagged), used, {r: score is not None and score > th[r] for r in names}, margins, th,
+                       min(known, key=abs) if known else None)
 
     # -- (de)serialisation ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

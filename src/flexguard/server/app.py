@@ -170,18 +170,9 @@ def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: 
         m_items.labels(mode_label).inc(len(items))
         return results
 
-    def decisions(res: ModerationResult, mode: str, strictness: str | None, threshold: float | None) -> dict[str, Any]:
-        cat = None if res.category is None else res.category.value
-        th = policy.resolve(category=cat, mode=mode)
-        score = res.score
-        if score is None and res.flagged is not None:  # label-only backend: one decision for every regime
-            dec = {r: bool(res.flagged) for r in policy.regime_names}
-            flagged, used = bool(res.flagged), float("nan")
-        else:
-            dec = {r: score is not None and score > th[r] for r in policy.regime_names}
-            flagged, used = policy.flag(score, category=cat, mode=mode, strictness=strictness, threshold=threshold)
-        margins = {r: None if score is None else round(score - th[r], 3) for r in policy.regime_names}
-        return {"decisions": dec, "margins": margins, "thresholds": th, "flagged": bool(flagged), "threshold_used": used}
+    def decisions(res: ModerationResult, mode: str, strictness: str | None, threshold: float | None):
+        return policy.verdict(res.score, label=res.flagged, category=res.category, mode=mode, strictness=strictness,
+                              threshold=threshold)
 
     @app.post("/v1/moderations", response_model=ModerationResponse)
     async def moderations(req: ModerationRequest) -> ModerationResponse:
@@ -191,16 +182,15 @@ def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: 
         results = await run(items, "prompt")
         out = []
         for res in results:
-            d = decisions(res, "prompt", req.strictness, req.threshold)
+            v = decisions(res, "prompt", req.strictness, req.threshold)
             scores = openai_category_scores(res.score, res.category_scores, res.category)
-            hit = set(TO_OPENAI[res.category]) if (d["flagged"] and res.category is not None) else set()
+            hit = set(TO_OPENAI[res.category]) if (v.flagged and res.category is not None) else set()
             out.append(ModerationResultOut(
-                flagged=d["flagged"], categories={c: c in hit for c in OPENAI_CATEGORIES}, category_scores=scores,
+                flagged=v.flagged, categories={c: c in hit for c in OPENAI_CATEGORIES}, category_scores=scores,
                 category_applied_input_types={c: ["text"] for c in OPENAI_CATEGORIES},
                 risk_score=res.score, severity_tier=None if res.tier is None else res.tier.value,
-                category=None if res.category is None else res.category.value, decisions=d["decisions"],
-                margins=d["margins"], thresholds=d["thresholds"], threshold_used=d["threshold_used"],
-                parse_error=res.parse_error,
+                category=None if res.category is None else res.category.value, decisions=v.decisions,
+                margins=v.margins, thresholds=v.thresholds, threshold_used=v.threshold, parse_error=res.parse_error,
             ))
         return ModerationResponse(id=f"modr-{uuid.uuid4().hex[:24]}", model=req.model or name, results=out)
 
@@ -224,14 +214,12 @@ def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: 
         results = await run(items, "mixed")
         out = []
         for it, res in zip(items, results):
-            d = decisions(res, it.mode, req.strictness, req.threshold)
-            margin = [v for v in d["margins"].values() if v is not None]
+            v = decisions(res, it.mode, req.strictness, req.threshold)
             out.append(NativeResult(
                 id=it.id, mode=it.mode, risk_score=res.score, severity_tier=None if res.tier is None else res.tier.value,
                 category=None if res.category is None else res.category.value, category_scores=res.category_scores,
-                flagged=d["flagged"], threshold_used=d["threshold_used"], decisions=d["decisions"], margins=d["margins"],
-                margin=min(margin, key=abs) if margin else None, parse_error=res.parse_error, latency_ms=res.latency_ms,
-                extras=res.extras,
+                flagged=v.flagged, threshold_used=v.threshold, decisions=v.decisions, margins=v.margins,
+                margin=v.margin, parse_error=res.parse_error, latency_ms=res.latency_ms, extras=res.extras,
             ))
         return ModerateResponse(model=name, results=out)
 

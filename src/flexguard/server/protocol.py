@@ -34,7 +34,7 @@ class ModerationResultOut(BaseModel):
     decisions: dict[str, bool]
     margins: dict[str, float | None]
     thresholds: dict[str, float]
-    threshold_used: float
+    threshold_used: float | None
     parse_error: bool = False
 
 
@@ -74,7 +74,7 @@ class NativeResult(BaseModel):
     category: str | None
     category_scores: dict[str, float] | None
     flagged: bool
-    threshold_used: float
+    threshold_used: float | None
     decisions: dict[str, bool]
     margins: dict[str, float | None]
     margin: float | None
