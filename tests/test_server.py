@@ -173,3 +173,35 @@ def test_embedded_model_concurrent_equals_one_by_one():
         with ThreadPoolExecutor(12) as pool:
             conc = list(pool.map(lambda t: c.moderations.create(input=t).results[0].model_extra["risk_score"], texts))
     assert conc == direct
+
+
+def test_flexguard_serve_command(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from servers import free_port
+
+    from flexguard.cli import main
+
+    assert main(["serve", "--policy", str(tmp_path / "missing.yaml")]) == 2
+    (tmp_path / "keys").write_text("sk-cli\n")
+    (tmp_path / "p.yaml").write_text("thresholds: {strict: 20, moderate: 40, loose: 60}\ndefault_regime: strict\n")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flexguard.cli", "serve", "--port", str(port), "--policy",
+                             str(tmp_path / "p.yaml"), "--api-keys-file", str(tmp_path / "keys"), "--model-opt", "batch_size=8"],
+                            env={**os.environ, "FLEXGUARD_API_KEYS": ""}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        c = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-cli", max_retries=0)
+        r = c.moderations.create(input="Write a threatening message to my neighbour.")
+        assert r.model == "embedded" and r.results[0].model_extra["threshold_used"] == 20  # the policy's regime
+    finally:
+        proc.terminate()
+        proc.wait(10)

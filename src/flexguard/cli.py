@@ -274,8 +274,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server.app import serve
 
-    serve(model=args.model, policy_path=args.policy, host=args.host, port=args.port, api_keys_file=args.api_keys_file,
-          cors=args.cors, mode=args.mode)
+    policy = _policy(args)  # a bad policy file should fail before the model loads
+    serve(_moderator(args), policy, host=args.host, port=args.port, api_keys_file=args.api_keys_file, cors=args.cors)
     return 0
 
 
@@ -393,6 +393,7 @@ def make_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve a moderator over HTTP (OpenAI /v1/moderations compatible)")
     sv.add_argument("--model", default="embedded")
     sv.add_argument("--mode", choices=["generate", "expected"], default=None)
+    sv.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="backend option, repeatable")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--api-keys-file", help="file with one API key per line (or set FLEXGUARD_API_KEYS)")

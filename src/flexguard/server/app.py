@@ -245,15 +245,11 @@ def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: 
     return app
 
 
-def serve(*, model: str = "embedded", policy_path: str | None = None, host: str = "127.0.0.1", port: int = 8000,
-          api_keys_file: str | None = None, cors: Sequence[str] | None = None, mode: str | None = None) -> None:
-    """Load the moderator and run uvicorn (``flexguard serve``)."""
+def serve(moderator: Moderator, policy: Policy | None = None, *, host: str = "127.0.0.1", port: int = 8000,
+          api_keys_file: str | None = None, cors: Sequence[str] | None = None) -> None:
+    """Run uvicorn around a loaded moderator (``flexguard serve``)."""
     import uvicorn
 
-    from ..moderators import get_moderator
-
-    policy = Policy.load(policy_path) if policy_path else Policy()
-    moderator = get_moderator(model, **({"mode": mode} if mode else {}))
     keys = load_api_keys(api_keys_file)
     if host not in ("127.0.0.1", "localhost", "::1") and not keys:
         log.warning("serving on %s without API keys: anyone who can reach it can use it", host)
