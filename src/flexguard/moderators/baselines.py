@@ -39,15 +39,10 @@ class LlamaGuardModerator:
 
     def __init__(self, model: Any, tokenizer: Any = None, *, dtype: str = "auto", device: str | None = None,
                  revision: str | None = None, max_whitespace: int = 3):
-        from .hf import HFModerator
+        from .hf import load_causal_lm
 
-        if isinstance(model, str):
-            self.model_id = model
-            self.model, self.tokenizer = HFModerator._load(model, revision, dtype, device)
-        else:
-            if tokenizer is None:
-                raise ConfigError("pass the tokenizer together with a loaded model")
-            self.model_id, self.model, self.tokenizer = type(model).__name__, model, tokenizer
+        self.model_id, self.model, self.tokenizer = load_causal_lm(model, tokenizer, revision=revision, dtype=dtype,
+                                                                   device=device)
         self.model.eval()
         self.revision, self.max_whitespace = revision, max_whitespace
         safe = self.tokenizer("safe", add_special_tokens=False)["input_ids"]

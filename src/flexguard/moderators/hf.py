@@ -129,6 +129,26 @@ def resolve_dtype(dtype: str, device: str):
     return table[dtype]
 
 
+def load_causal_lm(model: Any, tokenizer: Any = None, *, revision: str | None = None, dtype: str = "auto",
+                   device: str | None = None) -> tuple[str, Any, Any]:
+    """``(name, model, tokenizer)`` from a Hub id or folder, or from an already loaded pair."""
+    if not isinstance(model, str):
+        if tokenizer is None:
+            raise ConfigError("pass the tokenizer together with a loaded model")
+        return getattr(model.config, "_name_or_path", None) or type(model).__name__, model, tokenizer
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        tok = AutoTokenizer.from_pretrained(model, revision=revision)
+        lm = AutoModelForCausalLM.from_pretrained(model, revision=revision, dtype=torch_dtype).to(device)
+    except (OSError, ValueError) as e:
+        raise BackendError(f"cannot load {model!r}: {e}. Without Hub access, pass a local folder: --model hf:PATH") from None
+    return model, lm, tok
+
+
 class HFModerator:
     """A FlexGuard checkpoint (Hub id or local folder) run with transformers.
 
@@ -162,34 +182,14 @@ class HFModerator:
         self.mode, self.think, self.max_new_tokens, self.temperature = mode, think, max_new_tokens, temperature
         self.batch_size, self.min_mass, self.seed, self.revision = batch_size, min_mass, seed, revision
         self.template = PromptTemplate.load(template)
-        if isinstance(model, str):
-            self.model_id = model
-            self.model, self.tokenizer = self._load(model, revision, dtype, device)
-        else:
-            if tokenizer is None:
-                raise ConfigError("pass the tokenizer together with a loaded model")
-            self.model_id = getattr(model.config, "_name_or_path", None) or type(model).__name__
-            self.model, self.tokenizer = model, tokenizer
+        self.model_id, self.model, self.tokenizer = load_causal_lm(model, tokenizer, revision=revision, dtype=dtype,
+                                                                   device=device)
         self.model.eval()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self._candidates: dict[str, list[list[int]]] = {}
         torch.manual_seed(seed)
-
-    @staticmethod
-    def _load(model_id: str, revision: str | None, dtype: str, device: str | None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = resolve_dtype(dtype, device)
-        try:
-            tok = AutoTokenizer.from_pretrained(model_id, revision=revision)
-            model = AutoModelForCausalLM.from_pretrained(model_id, revision=revision, dtype=torch_dtype).to(device)
-        except (OSError, ValueError) as e:
-            raise BackendError(f"cannot load {model_id!r}: {e}. Without Hub access, pass a local folder: --model hf:PATH") from None
-        return model, tok
 
     @classmethod
     def from_spec(cls, arg: str | None, **options: Any) -> "HFModerator":
