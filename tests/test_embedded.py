@@ -86,3 +86,16 @@ def test_embedder_windows():
     assert out.vectors.shape == (3, 384) and np.allclose(np.linalg.norm(out.vectors, axis=1), 1, atol=1e-5)
     assert out.n_chunks.tolist() == [1, 3, 1] and out.truncated.tolist() == [False, True, False]
     assert e.embed([]).vectors.shape == (0, 384)
+
+
+def test_bench_on_its_own_training_file_warns(tmp_path, capsys):
+    from conftest import flexbench_rows, write_csv
+
+    d = tmp_path / "flexbench_r"
+    d.mkdir()
+    write_csv(d / "Guard_prompt_valid.csv", flexbench_rows())
+    assert main(["bench", "--data", str(d), "--out", str(tmp_path / "run"), "-q", "--n-boot", "0", "--calibrate", "none"]) == 0
+    assert "in-sample" in capsys.readouterr().err
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert "trained on flexbench_r/Guard_prompt_valid.csv" in m["in_sample_warning"]
+    assert "Warning" in (tmp_path / "run" / "report.md").read_text()

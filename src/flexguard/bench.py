@@ -22,6 +22,7 @@ class BenchResult:
     evaluation: Evaluation
     metrics: dict[str, Any]
     out_dir: Path
+    warning: str | None = None
 
 
 def run_bench(
@@ -65,9 +66,21 @@ def run_bench(
                 f"judged by thresholds fitted on the other folds. Mean fitted thresholds: "
                 + ", ".join(f"{r} {np.mean([t[r] for t in fold_th]):.1f}" for r in policy.regime_names))
         extra.append(("calibrated", f"Calibrated thresholds ({calibrate}, cross-fitted)", ev_cal, note))
+    warning = in_sample_warning(moderator, bench.origin)
     metrics = write_report(out, ev, manifest, title=f"FlexBench {bench.subset}/{bench.split}: {manifest['model']}",
-                           scores=scores, tiers=tiers, extra_sections=extra)
-    return BenchResult(evaluation=ev, metrics=metrics, out_dir=out)
+                           scores=scores, tiers=tiers, extra_sections=extra,
+                           extra_metrics={"in_sample_warning": warning} if warning else None)
+    return BenchResult(evaluation=ev, metrics=metrics, out_dir=out, warning=warning)
+
+
+def in_sample_warning(moderator: Moderator, origin: str) -> str | None:
+    """A warning when the moderator was trained on the file being evaluated."""
+    parts = Path(origin.removeprefix("hub:")).parts[-2:]
+    key = "/".join(parts)
+    if key in moderator.info().get("trained_on", []):
+        return (f"{moderator.name} was trained on {key}: these numbers are in-sample and overstate quality; "
+                "see the model card's cross-validated numbers")
+    return None
 
 
 def run_public(

@@ -157,6 +157,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(" | ".join(f"{r} F1 {m.f1:.3f}" for r, m in ev.regimes.items())
           + f" | avg {ev.avg_f1:.3f} | worst {ev.worst_f1:.3f} | n {ev.n}")
     print(f"wrote {res.out_dir}/metrics.json, report.md, predictions.jsonl and plots")
+    if res.warning:
+        print(f"warning: {res.warning}", file=sys.stderr)
     return 0
 
 

@@ -76,6 +76,8 @@ def write_report(
 
     lines = [f"# {title}", "", f"- model: `{manifest.get('model')}`  n = {ev.n}",
              f"- data: {manifest.get('data', {})}", ""]
+    if extra.get("in_sample_warning"):
+        lines += [f"> **Warning: {extra['in_sample_warning']}.**", ""]
     lines += evaluation_markdown(ev, "Policy thresholds")
     for _, sub_title, sub, note in extra_sections:
         lines += ["", *evaluation_markdown(sub, sub_title), "", f"> {note}"]

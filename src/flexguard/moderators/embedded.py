@@ -71,7 +71,21 @@ class EmbeddedModerator:
         from ..embedding import MODEL_ID
 
         return {"model": "embedded", "revision": self.revision, "template_sha256": None, "encoder": MODEL_ID,
-                "weights": str(self.weights)}
+                "weights": str(self.weights), "trained_on": self.trained_on()}
+
+    def trained_on(self) -> list[str]:
+        """Training files as ``folder/file`` (from card.json), so reports can flag in-sample evaluation."""
+        import json
+
+        card = self.weights / "card.json"
+        if not card.exists():
+            return []
+        cfg = json.loads(card.read_text()).get("config", {})
+        out = []
+        for key, split in (("flexbench", "valid"), ("distill", "train")):
+            if cfg.get(key):
+                out += [f"{Path(cfg[key]).name}/Guard_{m}_{split}.csv" for m in ("prompt", "response")]
+        return out
 
     def score(self, items: Sequence[Item]) -> list[ModerationResult]:
         t0 = time.perf_counter()
