@@ -215,7 +215,8 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
 
     cfg = EncoderTrainConfig(subset=args.subset, flexbench=args.flexbench, distill=args.distill, out=args.out,
                              seed=args.seed, C=args.C, cv_folds=args.cv_folds, cut_calibration=args.cut_calibration,
-                             weak=args.weak, weak_weight=args.weak_weight)
+                             weak=args.weak, weak_weight=args.weak_weight, head=args.head, alpha=args.alpha,
+                             hidden=args.hidden)
     report = train_encoder(cfg, progress=not args.quiet)
     print(json.dumps(report, indent=2))
     return 0
@@ -352,6 +353,9 @@ def make_parser() -> argparse.ArgumentParser:
     te.add_argument("--seed", type=int, default=0)
     te.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic heads")
     te.add_argument("--cut-calibration", choices=["none", "prior", "f1"], default="none")
+    te.add_argument("--head", choices=["mlp", "logistic"], default="mlp", help="cut-point head type")
+    te.add_argument("--hidden", type=int, default=256, help="hidden units of an mlp head")
+    te.add_argument("--alpha", type=float, default=0.1, help="L2 penalty of an mlp head")
     te.add_argument("--weak", default=None, help="binary public suites folder: weak supervision of the moderate cut")
     te.add_argument("--weak-weight", type=float, default=0.5)
     te.add_argument("--cv-folds", type=int, default=5)

@@ -55,15 +55,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class LinearHeads:
-    """Linear heads over a feature vector: one logit per cut point, plus a category softmax.
+class OrdinalHeads:
+    """Heads over a feature vector: one logit per cut point, plus a category softmax.
 
-    ``cut_shift`` is subtracted from the cut logits: it moves each cut's 0.5 point to the
-    decision threshold that cross-validation found best, which is how the score is
-    calibrated onto the rubric scale instead of moving the thresholds.
+    Cut logits come from a linear layer, or, when ``cut_hidden_w`` is set, from a one-hidden-
+    layer ReLU network per cut (``relu(z @ W1_k + b1_k) @ w_k + b_k``). ``cut_shift`` is
+    subtracted from the cut logits: it can move each cut's 0.5 point to a threshold fitted
+    in cross-validation, which calibrates the score itself onto the rubric scale instead of
+    moving the thresholds.
     """
 
-    cut_w: np.ndarray  # (4, d)
+    cut_w: np.ndarray  # (4, d), or (4, h) with a hidden layer
     cut_b: np.ndarray  # (4,)
     cut_shift: np.ndarray  # (4,)
     cat_w: np.ndarray  # (n_categories, d)
@@ -71,10 +73,15 @@ class LinearHeads:
     categories: tuple[str, ...]
     mean: np.ndarray  # (d,) feature standardisation
     scale: np.ndarray  # (d,)
+    cut_hidden_w: np.ndarray | None = None  # (4, d, h)
+    cut_hidden_b: np.ndarray | None = None  # (4, h)
 
     def cut_logits(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.scale
-        return z @ self.cut_w.T + self.cut_b - self.cut_shift
+        if self.cut_hidden_w is None:
+            return z @ self.cut_w.T + self.cut_b - self.cut_shift
+        h = np.maximum(np.einsum("nd,kdh->nkh", z, self.cut_hidden_w) + self.cut_hidden_b, 0.0)
+        return np.einsum("nkh,kh->nk", h, self.cut_w) + self.cut_b - self.cut_shift
 
     def cumulative(self, x: np.ndarray) -> np.ndarray:
         return monotone(_sigmoid(self.cut_logits(x)))
@@ -83,16 +90,19 @@ class LinearHeads:
         z = (x - self.mean) / self.scale
         return _softmax(z @ self.cat_w.T + self.cat_b)
 
-    def save(self, path: str, **meta: str) -> None:
+    def save(self, path: str) -> None:
+        hidden = {} if self.cut_hidden_w is None else {"cut_hidden_w": self.cut_hidden_w.astype(np.float32),
+                                                        "cut_hidden_b": self.cut_hidden_b.astype(np.float32)}
         np.savez_compressed(path, cut_w=self.cut_w.astype(np.float32), cut_b=self.cut_b, cut_shift=self.cut_shift,
                             cat_w=self.cat_w.astype(np.float32), cat_b=self.cat_b, categories=np.array(self.categories),
-                            mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32),
-                            **{k: np.array(v) for k, v in meta.items()})
+                            mean=self.mean.astype(np.float32), scale=self.scale.astype(np.float32), **hidden)
 
     @classmethod
-    def load(cls, path) -> "LinearHeads":
+    def load(cls, path) -> "OrdinalHeads":
         with np.load(path, allow_pickle=False) as f:
+            hidden = ({"cut_hidden_w": f["cut_hidden_w"].astype(np.float64), "cut_hidden_b": f["cut_hidden_b"].astype(np.float64)}
+                      if "cut_hidden_w" in f.files else {})
             return cls(cut_w=f["cut_w"].astype(np.float64), cut_b=f["cut_b"], cut_shift=f["cut_shift"],
                        cat_w=f["cat_w"].astype(np.float64), cat_b=f["cat_b"],
                        categories=tuple(str(c) for c in f["categories"]),
-                       mean=f["mean"].astype(np.float64), scale=f["scale"].astype(np.float64))
+                       mean=f["mean"].astype(np.float64), scale=f["scale"].astype(np.float64), **hidden)

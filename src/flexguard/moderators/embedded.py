@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..ordinal import LinearHeads, cumulative_to_score
+from ..ordinal import OrdinalHeads, cumulative_to_score
 from ..rubric import Category
 from ..schema import Item, ModerationResult
 
@@ -48,12 +48,12 @@ class EmbeddedModerator:
         from ..embedding import MiniLMEmbedder
 
         self.weights = Path(weights) if weights else shipped_weights_dir()
-        self.heads: dict[str, LinearHeads] = {}
+        self.heads: dict[str, OrdinalHeads] = {}
         for mode in ("prompt", "response"):
             path = self.weights / f"{mode}.npz"
             if not path.exists():
                 raise ConfigError(f"{self.weights}: no {mode}.npz heads (train them with 'flexguard train encoder --out DIR')")
-            self.heads[mode] = LinearHeads.load(path)
+            self.heads[mode] = OrdinalHeads.load(path)
         self.embedder = MiniLMEmbedder(max_chunks=max_chunks, batch_size=batch_size, threads=threads)
         h = hashlib.sha256()
         for mode in ("prompt", "response"):
@@ -115,7 +115,7 @@ class EmbeddedModerator:
         return [dataclasses.replace(r, latency_ms=round(per_item, 3)) for r in out]  # type: ignore[arg-type]
 
     @staticmethod
-    def _category(score: float, probs: np.ndarray, heads: LinearHeads) -> Category:
+    def _category(score: float, probs: np.ndarray, heads: OrdinalHeads) -> Category:
         """SAFE inside the BENIGN band; otherwise the most likely harm category (rubric rule)."""
         if score <= SAFE_MAX:
             return Category.SAFE

@@ -1,15 +1,17 @@
 """``flexguard train encoder``: fit the embedded scorer's heads by score distillation.
 
 Features are frozen all-MiniLM-L6-v2 embeddings (prompt; prompt and response for response
-moderation). On top sit four balanced logistic regressions, one per tier cut point
-(``tier ≥ LOW`` … ``tier ≥ EXTREME``), and a multinomial category head. Training data is
+moderation). On top sit four class-balanced binary heads, one per tier cut point
+(``tier ≥ LOW`` … ``tier ≥ EXTREME``): small one-hidden-layer networks by default (in 5-fold
+CV they lifted worst-case F1 on prompts from 0.553 with logistic heads to 0.645), or
+logistic regressions; and a multinomial logistic category head. Training data is
 the rubric-annotated FlexBench reconstruction plus the teacher-scored distillation corpus.
 
-The corpus has a different tier mix from FlexBench, so each cut point's logit is then
-shifted to the threshold that maximises that cut's F1 on *cross-fitted* FlexBench
-predictions (every item predicted by heads that never saw it). The shift is part of the
-model: the score itself is calibrated onto the rubric scale and the default thresholds
-20 / 40 / 60 stay meaningful.
+The corpus has a different tier mix from FlexBench, so each cut point's logit can then be
+shifted to a threshold fitted on *cross-fitted* FlexBench predictions (``cut_calibration``;
+every item predicted by heads that never saw it). The shift is part of the model: the score
+itself is calibrated onto the rubric scale and the default thresholds 20 / 40 / 60 stay
+meaningful. For frozen embeddings CV showed no gain from it, so it is off by default.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import json
 import logging
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from sklearn.exceptions import ConvergenceWarning
+
 from ..data import load_flexbench, read_table, rows_to_items
 from ..errors import DataError
 from ..metrics import evaluate
-from ..ordinal import N_CUTS, LinearHeads, cumulative_to_score
+from ..ordinal import N_CUTS, OrdinalHeads, cumulative_to_score
 from ..rubric import CATEGORY_NAMES
 from ..schema import Item
 
@@ -46,6 +51,11 @@ class EncoderTrainConfig:
     out: str | None = field(default=None, metadata={"help": "output folder; default: the package's assets"})
     seed: int = 0
     C: float = field(default=0.1, metadata={"help": "inverse L2 strength of the logistic heads"})
+    head: str = field(default="mlp", metadata={
+        "help": "cut-point heads: 'mlp' (one ReLU hidden layer per cut) or 'logistic'"})
+    hidden: int = field(default=256, metadata={"help": "hidden units of an mlp cut head"})
+    alpha: float = field(default=0.1, metadata={"help": "L2 penalty of an mlp cut head"})
+    mlp_epochs: int = field(default=60, metadata={"help": "Adam epochs of an mlp cut head"})
     flexbench_weight: float = field(default=2.0, metadata={"help": "sample weight of FlexBench rows vs corpus rows"})
     cv_folds: int = field(default=5, metadata={"help": "folds for cross-fitted cut calibration"})
     cut_calibration: str = field(default="none", metadata={
@@ -59,6 +69,8 @@ class EncoderTrainConfig:
     def __post_init__(self) -> None:
         if self.subset not in ("prompt", "response", "both"):
             raise DataError(f"subset must be prompt, response or both, got {self.subset!r}")
+        if self.head not in ("mlp", "logistic"):
+            raise DataError(f"head must be mlp or logistic, got {self.head!r}")
         if self.cut_calibration not in ("prior", "f1", "none"):
             raise DataError(f"cut_calibration must be prior, f1 or none, got {self.cut_calibration!r}")
         if self.C <= 0 or self.cv_folds < 2:
@@ -117,7 +129,7 @@ def featurize(embedder, items: Sequence[Item], *, progress: bool = False) -> np.
 # --- fitting --------------------------------------------------------------------------
 
 def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.ndarray, *, C: float, seed: int,
-              harmful: np.ndarray | None = None) -> LinearHeads:
+              harmful: np.ndarray | None = None, cfg: "EncoderTrainConfig | None" = None) -> OrdinalHeads:
     """Fit cut-point and category heads (no calibration shift yet).
 
     Rows with an unknown tier (-1) carry only a harmful/unharmful label: they join the
@@ -129,11 +141,26 @@ def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.nd
     z = (x - mean) / scale
     cut_w, cut_b = np.zeros((N_CUTS, x.shape[1])), np.zeros(N_CUTS)
     known = tiers >= 0
+    mlp = cfg is not None and cfg.head == "mlp"
+    if mlp:
+        cut_w = np.zeros((N_CUTS, cfg.hidden))
+        hid_w, hid_b = np.zeros((N_CUTS, x.shape[1], cfg.hidden)), np.zeros((N_CUTS, cfg.hidden))
     for k in range(1, N_CUTS + 1):
         rows = known | (k == 2 and harmful is not None)
         y = np.where(known, tiers >= k, False if harmful is None else harmful)[rows]
         if y.all() or not y.any():
             raise DataError(f"cannot train cut point tier>={k}: the training data has only one class there")
+        if mlp:
+            from sklearn.neural_network import MLPClassifier
+
+            balanced = np.where(y, 0.5 / y.mean(), 0.5 / (1 - y.mean())) * weights[rows]  # class balance, as for logistic
+            net = MLPClassifier((cfg.hidden,), alpha=cfg.alpha, max_iter=cfg.mlp_epochs, random_state=seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed epoch budget is the regulariser
+                net.fit(z[rows], y, sample_weight=balanced)
+            hid_w[k - 1], hid_b[k - 1] = net.coefs_[0], net.intercepts_[0]
+            cut_w[k - 1], cut_b[k - 1] = net.coefs_[1][:, 0], net.intercepts_[1][0]
+            continue
         lr = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
         lr.fit(z[rows], y, sample_weight=weights[rows])
         cut_w[k - 1], cut_b[k - 1] = lr.coef_[0], lr.intercept_[0]
@@ -142,8 +169,9 @@ def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.nd
     lr.fit(z[known], cat_idx[known], sample_weight=weights[known])
     cat_w = np.zeros((len(CATEGORY_NAMES), x.shape[1])); cat_b = np.full(len(CATEGORY_NAMES), -30.0)
     cat_w[lr.classes_], cat_b[lr.classes_] = lr.coef_, lr.intercept_
-    return LinearHeads(cut_w=cut_w, cut_b=cut_b, cut_shift=np.zeros(N_CUTS), cat_w=cat_w, cat_b=cat_b,
-                       categories=CATEGORY_NAMES, mean=mean, scale=scale)
+    return OrdinalHeads(cut_w=cut_w, cut_b=cut_b, cut_shift=np.zeros(N_CUTS), cat_w=cat_w, cat_b=cat_b,
+                        categories=CATEGORY_NAMES, mean=mean, scale=scale,
+                        cut_hidden_w=hid_w if mlp else None, cut_hidden_b=hid_b if mlp else None)
 
 
 @dataclass
@@ -174,7 +202,7 @@ def _folds(tiers: np.ndarray, k: int, seed: int):
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(tiers)), tiers))
 
 
-def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> tuple[LinearHeads, np.ndarray]:
+def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> tuple[OrdinalHeads, np.ndarray]:
     """Heads trained on ``fb`` + ``extra``, cut shifts fitted on cross-fitted ``fb`` logits.
 
     Returns the heads and the chosen shifts.
@@ -184,12 +212,14 @@ def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> t
         data = part if extra is None else Split.concat(part, extra)
         w = np.r_[np.full(len(idx), cfg.flexbench_weight),
                   np.array([]) if extra is None else np.where(extra.tiers >= 0, 1.0, cfg.weak_weight)]
-        return fit_heads(data.x, data.tiers, data.cats, w, C=cfg.C, seed=cfg.seed, harmful=data.harmful)
+        return fit_heads(data.x, data.tiers, data.cats, w, C=cfg.C, seed=cfg.seed, harmful=data.harmful, cfg=cfg)
 
-    oof = np.zeros((len(fb.tiers), N_CUTS))
-    for tr, te in _folds(fb.tiers, cfg.cv_folds, cfg.seed):
-        oof[te] = train(tr).cut_logits(fb.x[te])
-    shifts = np.array([_fit_shift(oof[:, k - 1], fb.tiers >= k, cfg.cut_calibration) for k in range(1, N_CUTS + 1)])
+    shifts = np.zeros(N_CUTS)
+    if cfg.cut_calibration != "none":  # inner cross-fitting only when the shifts are used
+        oof = np.zeros((len(fb.tiers), N_CUTS))
+        for tr, te in _folds(fb.tiers, cfg.cv_folds, cfg.seed):
+            oof[te] = train(tr).cut_logits(fb.x[te])
+        shifts = np.array([_fit_shift(oof[:, k - 1], fb.tiers >= k, cfg.cut_calibration) for k in range(1, N_CUTS + 1)])
     heads = train(np.arange(len(fb.tiers)))
     heads.cut_shift = shifts
     return heads, shifts
@@ -218,7 +248,7 @@ def _best_logit_cut(logits: np.ndarray, labels: np.ndarray) -> float:
     return best
 
 
-def predict_scores(heads: LinearHeads, x: np.ndarray) -> np.ndarray:
+def predict_scores(heads: OrdinalHeads, x: np.ndarray) -> np.ndarray:
     return cumulative_to_score(heads.cumulative(x))
 
 
