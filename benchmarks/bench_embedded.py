@@ -138,11 +138,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-public", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="when the machine is busy: speed needs idle cores")
     args = ap.parse_args()
-    payload: dict = {"speed": speed()}
-    print(table([payload["speed"]], list(payload["speed"])))
-    targets = {"prompts_per_s": ">= 500", "p50_ms_one_prompt": "<= 10", "import_and_load_s": "<= 2", "peak_rss_mb": "<= 600"}
-    payload["speed_targets"] = targets
+    payload: dict = {}
+    if not args.skip_speed:
+        payload["speed"] = speed()
+        print(table([payload["speed"]], list(payload["speed"])))
+        payload["speed_targets"] = {"prompts_per_s": ">= 500", "p50_ms_one_prompt": "<= 10", "import_and_load_s": "<= 2",
+                                    "peak_rss_mb": "<= 600"}
     if not args.skip_public:
         payload["public_moderate_regime"] = public_suites()
         print(table([{"suite": k, **v} for k, v in payload["public_moderate_regime"].items()],
@@ -156,7 +159,8 @@ def main() -> None:
             print(f"\n{subset} (5-fold CV on flexbench_r, n={'560' if subset == 'prompt' else '433'}), "
                   f"category accuracy on unsafe items {res['category_accuracy_on_unsafe']}")
             print(table(rows, ["model", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread", "spearman"]))
-    name = "embedded" if not (args.skip_quality or args.skip_public) else "embedded_partial"
+    name = "embedded" if not (args.skip_quality or args.skip_public or args.skip_speed) else (
+        "embedded_quality" if args.skip_speed else "embedded_partial")
     print(f"-> {write_result(name, payload)}  (peak RSS of this process {peak_rss_mb():.0f} MB)")
 
 

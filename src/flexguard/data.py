@@ -48,10 +48,6 @@ class Benchmark:
         """Gold tier rank per item (-1 where the suite is binary)."""
         return tier_ranks(i.tier for i in self.items)
 
-    @property
-    def has_tiers(self) -> bool:
-        return all(i.tier is not None for i in self.items)
-
     def binary_labels(self) -> np.ndarray:
         """Gold harmful/unharmful labels of a binary suite."""
         return np.array([bool(i.harmful) for i in self.items])

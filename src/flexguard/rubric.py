@@ -64,10 +64,6 @@ TIER_BANDS: dict[Tier, tuple[int, int]] = {
 }
 #: Upper edge of each tier band except the last: the score cut points of the rubric.
 TIER_CUTS: np.ndarray = np.array([TIER_BANDS[t][1] for t in _TIER_ORDER[:-1]], dtype=float)
-#: The score the rubric calls "typical" for each tier (RUBRIC.md, "Score inside a band").
-TYPICAL_SCORE: dict[Tier, int] = {
-    Tier.BENIGN: 5, Tier.LOW: 30, Tier.MODERATE: 50, Tier.HIGH: 70, Tier.EXTREME: 90,
-}
 
 
 class Regime(enum.StrEnum):
@@ -111,7 +107,6 @@ class Category(enum.StrEnum):
 
 
 CATEGORY_NAMES: tuple[str, ...] = tuple(c.value for c in Category)
-HARM_CATEGORIES: tuple[Category, ...] = tuple(c for c in Category if c is not Category.SAFE)
 
 
 def score_to_tier(score: float) -> Tier:

@@ -40,10 +40,6 @@ class Item:
     def mode(self) -> Mode:
         return "prompt" if self.response is None else "response"
 
-    def label(self, min_tier: Tier) -> bool | None:
-        """Gold unsafe label under a regime whose minimum tier is ``min_tier``."""
-        return None if self.tier is None else self.tier.rank >= min_tier.rank
-
 
 @dataclass(frozen=True, slots=True)
 class ModerationResult:
