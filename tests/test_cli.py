@@ -129,3 +129,9 @@ def test_bench_public_suites(const_backend, tmp_path, capsys):
     # const: prompts 35 (< 40: never flagged), pairs 75 (always flagged) under the moderate threshold
     assert m["threshold"] == 40 and m["suites"]["ToxicChat"]["recall"] == 0
     assert m["suites"]["XSTestResponse"] == {**m["suites"]["XSTestResponse"], "recall": 1.0, "fpr": 1.0, "n": 2}
+
+
+def test_calibrate_names_missing_predictions(tmp_path, flexbench_dir, capsys):
+    preds = write_predictions(tmp_path / "p.jsonl", [{"id": "t-001", "score": 3}])
+    assert main(["calibrate", "--predictions", str(preds), "--data", str(flexbench_dir), "--out", str(tmp_path / "x.yaml")]) == 2
+    assert "no prediction for 9 of 10 items" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()

@@ -27,9 +27,9 @@ def _policy(args: argparse.Namespace):
 
 
 def _moderator(args: argparse.Namespace):
-    from .moderators import get_moderator
-
     import yaml
+
+    from .moderators import get_moderator
 
     options: dict[str, Any] = {}
     for opt in getattr(args, "model_opt", None) or []:
@@ -176,14 +176,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .calibrate import ThresholdCalibrator, cross_fit
     from .data import load_flexbench
     from .metrics import evaluate
-    from .moderators.predictions import read_predictions
+    from .moderators.predictions import PredictionsModerator
 
     bench = load_flexbench(args.data, subset=args.subset, split=args.split)
-    preds = read_predictions(args.predictions)
-    missing = [i.id for i in bench.items if i.id not in preds]
-    if missing:
-        raise ConfigError(f"{args.predictions}: no prediction for {len(missing)} items (first: {', '.join(missing[:5])})")
-    res = [preds[i.id] for i in bench.items]
+    res = PredictionsModerator(args.predictions).score(bench.items)  # matches ids, names the missing ones
     if any(r.score is None for r in res):
         raise ConfigError(f"{args.predictions}: calibration needs a score for every item "
                           f"({sum(r.score is None for r in res)} have none)")

@@ -128,8 +128,8 @@ def featurize(embedder, items: Sequence[Item], *, progress: bool = False) -> np.
 
 # --- fitting --------------------------------------------------------------------------
 
-def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.ndarray, *, C: float, seed: int,
-              harmful: np.ndarray | None = None, cfg: "EncoderTrainConfig | None" = None) -> OrdinalHeads:
+def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.ndarray, cfg: EncoderTrainConfig, *,
+              harmful: np.ndarray | None = None) -> OrdinalHeads:
     """Fit cut-point and category heads (no calibration shift yet).
 
     Rows with an unknown tier (-1) carry only a harmful/unharmful label: they join the
@@ -141,7 +141,7 @@ def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.nd
     z = (x - mean) / scale
     cut_w, cut_b = np.zeros((N_CUTS, x.shape[1])), np.zeros(N_CUTS)
     known = tiers >= 0
-    mlp = cfg is not None and cfg.head == "mlp"
+    C, seed, mlp = cfg.C, cfg.seed, cfg.head == "mlp"
     if mlp:
         cut_w = np.zeros((N_CUTS, cfg.hidden))
         hid_w, hid_b = np.zeros((N_CUTS, x.shape[1], cfg.hidden)), np.zeros((N_CUTS, cfg.hidden))
@@ -212,7 +212,7 @@ def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> t
         data = part if extra is None else Split.concat(part, extra)
         w = np.r_[np.full(len(idx), cfg.flexbench_weight),
                   np.array([]) if extra is None else np.where(extra.tiers >= 0, 1.0, cfg.weak_weight)]
-        return fit_heads(data.x, data.tiers, data.cats, w, C=cfg.C, seed=cfg.seed, harmful=data.harmful, cfg=cfg)
+        return fit_heads(data.x, data.tiers, data.cats, w, cfg, harmful=data.harmful)
 
     shifts = np.zeros(N_CUTS)
     if cfg.cut_calibration != "none":  # inner cross-fitting only when the shifts are used
