@@ -1,13 +1,22 @@
-"""Embedded default moderator: cross-validated quality, public suites, speed and footprint.
+"""Embedded moderators: cross-validated quality, public suites, speed and footprint.
 
     python benchmarks/bench_embedded.py                 # everything (~25 min on 2 cores)
     python benchmarks/bench_embedded.py --skip-quality  # speed and public suites only
+    python benchmarks/bench_embedded.py --finetune-cv   # also rerun the cross-encoder's CV (~1 h)
 
-Quality is 5-fold cross-validation on ../shared/data/flexbench_r: each fold's heads are
-trained on the other folds plus all of ../shared/data/distill, exactly as the shipped
-heads are (config from the shipped card.json). Side by side: a *binary* baseline (a
-logistic on the same features with only harmful/unharmful source labels, one decision for
-every regime) and the score with cross-fitted calibrated thresholds.
+Two shipped models, side by side in one run:
+
+* ``embedded`` (default): the fine-tuned 3-layer MiniLM cross-encoder. Its 5-fold CV is part
+  of ``flexguard train encoder --finetune`` (the cut-point calibration is fitted on those
+  out-of-fold logits), so its quality rows are read from the shipped ``card.json``;
+  ``--finetune-cv`` recomputes them here with the shipped config.
+* ``embedded-frozen``: frozen MiniLM embeddings + MLP cut heads, CV recomputed here (~4 min
+  with cached embeddings), next to a *binary* baseline (a logistic on the same features with
+  only harmful/unharmful source labels, one decision for every regime) and the score with
+  cross-fitted calibrated thresholds.
+
+Quality is 5-fold cross-validation on ../shared/data/flexbench_r: each fold's model is
+trained on the other folds plus all of ../shared/data/distill.
 """
 
 from __future__ import annotations
@@ -31,12 +40,12 @@ def quality(seed: int = 0) -> dict:
     from flexguard.train.encoder import (EncoderTrainConfig, _split, cross_validate, featurize,
                                          load_training_items)
 
-    card = json.loads((shipped_weights_dir() / "card.json").read_text())["config"]
+    card = json.loads((shipped_weights_dir("embedded") / "card.json").read_text())["config"]
     cfg = EncoderTrainConfig(**{**card, "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill"), "out": None})
     emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
-    out, plots, oof_rows = {}, {}, {}
+    out, oof_rows = {}, {}
     for subset in ("prompt", "response"):
-        fb_items, extra_items = load_training_items(cfg, subset)
+        fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
         fb = _split(fb_items, featurize(emb, fb_items, progress=True))
         extra = _split(extra_items, featurize(emb, extra_items, progress=True))
         t0 = time.perf_counter()
@@ -58,16 +67,31 @@ def quality(seed: int = 0) -> dict:
         out[subset]["category_accuracy_on_unsafe"] = round(float(np.mean(oof["category"][unsafe] == fb.cats[unsafe])), 4)
         out[subset]["mean_score_by_tier"] = variants["risk scorer (thresholds 20/40/60)"].mean_score_by_tier
         out[subset]["cv_seconds"] = round(time.perf_counter() - t0, 1)
-        plots[subset] = (oof["score"], fb.tiers)
         oof_rows[subset] = [{"id": it.id, "score": round(float(sc), 4), "category": str(c), "tier": int(t)}
                             for it, sc, c, t in zip(fb_items, oof["score"], oof["category"], fb.tiers)]
-    _reliability_plot(plots)
     # out-of-fold scores (ids and our own scores only, no data) for bench_calibration.py
     (RESULTS / "embedded_oof.json").write_text(json.dumps(oof_rows))
     return out
 
 
-def _reliability_plot(plots: dict) -> None:
+def crossencoder_quality(rerun: bool, seed: int = 0) -> dict:
+    """CV rows of the shipped cross-encoder: from its card.json, or recomputed with its config."""
+    from flexguard.moderators.embedded import shipped_weights_dir
+    from flexguard.train.finetune import FinetuneConfig, cross_validate, cv_report, load_data
+
+    card = json.loads((shipped_weights_dir("crossencoder") / "card.json").read_text())
+    if not rerun:
+        return {"source": "card.json of the shipped model (the CV run of `flexguard train encoder --finetune`)",
+                **card["cv"], "cv_seconds": card.get("cv_seconds")}
+    cfg = FinetuneConfig(**{**card["config"], "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill")})
+    fb, corpus = load_data(cfg)
+    cv = cross_validate(fb, corpus, cfg, folds=5)
+    return {"source": "recomputed by this benchmark", **cv_report(cv, cfg.cut_calibration, seed=seed),
+            "cv_seconds": round(cv.seconds, 1)}
+
+
+def reliability_plot(models: dict[str, dict]) -> None:
+    """Mean CV score per gold tier, per model and subset, against the rubric's band centres."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,12 +100,13 @@ def _reliability_plot(plots: dict) -> None:
     from flexguard.rubric import TIER_BANDS, Tier
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
-    for ax, (subset, (scores, tiers)) in zip(axes, plots.items()):
-        ax.boxplot([scores[tiers == t.rank] for t in Tier], showfliers=False)
-        ax.plot(range(1, 6), [scores[tiers == t.rank].mean() for t in Tier], "o-", label="mean predicted score")
-        ax.plot(range(1, 6), [sum(TIER_BANDS[t]) / 2 for t in Tier], "k:", label="band centre")
-        ax.set_xticks(range(1, 6), [t.value for t in Tier], fontsize=7)
-        ax.set_title(f"{subset}: CV score per gold tier")
+    for ax, subset in zip(axes, ("prompt", "response")):
+        for label, by_tier in models.items():
+            if subset in by_tier:
+                ax.plot(range(5), [by_tier[subset].get(t.value, np.nan) for t in Tier], "o-", label=label)
+        ax.plot(range(5), [sum(TIER_BANDS[t]) / 2 for t in Tier], "k:", label="band centre")
+        ax.set_xticks(range(5), [t.value for t in Tier], fontsize=7)
+        ax.set_title(f"{subset}: mean CV score per gold tier")
     axes[0].set_ylabel("risk score"); axes[0].legend(fontsize=7)
     fig.tight_layout(); fig.savefig(RESULTS / "embedded_reliability.png", dpi=110); plt.close(fig)
 
@@ -108,7 +133,7 @@ import json, sys, time
 t0 = time.perf_counter()
 from flexguard.moderators import get_moderator
 from flexguard.schema import Item
-mod = get_moderator("embedded")
+mod = get_moderator(sys.argv[3])
 load_s = time.perf_counter() - t0
 import pandas as pd, numpy as np, resource
 d = pd.read_csv(sys.argv[1])
@@ -128,10 +153,21 @@ print(json.dumps({"import_and_load_s": round(load_s, 3), "prompts_per_s": round(
 """
 
 
-def speed() -> dict:
+def speed(model: str) -> dict:
+    """Speed and footprint in a fresh process (import, load and RSS are the model's alone)."""
     proc = subprocess.run([sys.executable, "-c", SPEED_CODE, str(DATA / "distill" / "Guard_prompt_train.csv"),
-                           str(DATA / "distill" / "Guard_response_train.csv")], capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+                           str(DATA / "distill" / "Guard_response_train.csv"), model], capture_output=True, text=True, check=True)
+    return {"model": model, **json.loads(proc.stdout.strip().splitlines()[-1])}
+
+
+def print_cv(title: str, res: dict) -> None:
+    for subset, rows in res.items():
+        if not isinstance(rows, dict):
+            continue
+        print(f"\n{title}, {subset} (5-fold CV on flexbench_r), category accuracy on unsafe items "
+              f"{rows.get('category_accuracy_on_unsafe')}")
+        print(table([{"variant": k, **v} for k, v in rows.items() if isinstance(v, dict) and "avg_f1" in v],
+                    ["variant", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread", "spearman"]))
 
 
 def main() -> None:
@@ -139,26 +175,31 @@ def main() -> None:
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-public", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="when the machine is busy: speed needs idle cores")
+    ap.add_argument("--finetune-cv", action="store_true", help="recompute the cross-encoder's CV (~1 h) instead of "
+                                                               "reading it from its card.json")
     args = ap.parse_args()
     payload: dict = {}
     if not args.skip_speed:
-        payload["speed"] = speed()
-        print(table([payload["speed"]], list(payload["speed"])))
+        payload["speed"] = [speed(m) for m in ("embedded", "embedded-frozen")]
+        print(table(payload["speed"], list(payload["speed"][0])))
         payload["speed_targets"] = {"prompts_per_s": ">= 500", "p50_ms_one_prompt": "<= 10", "import_and_load_s": "<= 2",
                                     "peak_rss_mb": "<= 600"}
     if not args.skip_public:
         payload["public_moderate_regime"] = public_suites()
         print(table([{"suite": k, **v} for k, v in payload["public_moderate_regime"].items()],
                     ["suite", "subset", "n", "f1", "precision", "recall", "auroc", "items_per_s"]))
-        payload["public_note"] = ("The distillation corpus was drawn from these same public halves, so these "
-                                  "numbers are in-distribution, not held-out.")
+        payload["public_note"] = ("Default model (embedded). The distillation corpus was drawn from these same public "
+                                  "halves, so these numbers are in-distribution, not held-out.")
     if not args.skip_quality:
-        payload["cv"] = quality()
-        for subset, res in payload["cv"].items():
-            rows = [{"model": k, **v} for k, v in res.items() if isinstance(v, dict) and "avg_f1" in v]
-            print(f"\n{subset} (5-fold CV on flexbench_r, n={'560' if subset == 'prompt' else '433'}), "
-                  f"category accuracy on unsafe items {res['category_accuracy_on_unsafe']}")
-            print(table(rows, ["model", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread", "spearman"]))
+        payload["cv_crossencoder"] = crossencoder_quality(args.finetune_cv)
+        print_cv("embedded (fine-tuned cross-encoder)", payload["cv_crossencoder"])
+        payload["cv_frozen"] = quality()
+        print_cv("embedded-frozen (frozen MiniLM + MLP cut heads) and the binary baseline", payload["cv_frozen"])
+        shipped = lambda v: v[next(k for k in v if k.startswith("int8 ONNX, cut shifts"))]  # noqa: E731  what ships
+        ce = {s: shipped(v)["mean_score_by_tier"] for s, v in payload["cv_crossencoder"].items()
+              if isinstance(v, dict) and "uncalibrated" in v}
+        reliability_plot({"fine-tuned cross-encoder (int8, calibrated cuts)": ce,
+                          "frozen MiniLM + MLP heads": {s: v["mean_score_by_tier"] for s, v in payload["cv_frozen"].items()}})
     name = "embedded" if not (args.skip_quality or args.skip_public or args.skip_speed) else (
         "embedded_quality" if args.skip_speed else "embedded_partial")
     print(f"-> {write_result(name, payload)}  (peak RSS of this process {peak_rss_mb():.0f} MB)")

@@ -21,7 +21,7 @@ def main() -> None:
     from flexguard.train.encoder import (EncoderTrainConfig, _split, cross_validate, cv_summary, featurize,
                                          load_training_items)
 
-    card = json.loads((shipped_weights_dir() / "card.json").read_text())["config"]
+    card = json.loads((shipped_weights_dir("embedded") / "card.json").read_text())["config"]
     rows = []
     for subset in ("prompt", "response"):
         for weak, weight in ((None, 0.0), (str(DATA / "guard_benchmarks_guardreasoner"), 0.25),
@@ -29,7 +29,7 @@ def main() -> None:
             cfg = EncoderTrainConfig(**{**card, "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill"),
                                         "out": None, "weak": weak, "weak_weight": weight or 0.5})
             emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
-            fb_items, extra_items = load_training_items(cfg, subset)
+            fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
             fb = _split(fb_items, featurize(emb, fb_items))
             extra = _split(extra_items, featurize(emb, extra_items, progress=True))
             t = time.perf_counter()

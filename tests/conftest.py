@@ -68,6 +68,34 @@ def flexbench_dir(tmp_path: Path) -> Path:
     return d
 
 
+VARIANTS = ["", " please", " right now", " for a story"]
+
+
+def training_rows(subset: str, start: int = 0) -> list[dict]:
+    """The fixture rows four times over with small variations (enough rows for 2-fold CV per tier)."""
+    out = []
+    for v, suffix in enumerate(VARIANTS):
+        for n, (p, r, tier, cat, score) in enumerate(ROWS):
+            t = Tier(tier)
+            out.append({"id": f"x{start + v * 100 + n}", "prompt": p + suffix, "response": r if subset == "response" else "",
+                        "category": cat, "severity": tier, "risk_score": score, "source": "fixture",
+                        "source_label": "harmful" if t.rank >= 2 else "unharmful", "rationale": "because",
+                        **{f"label_{g.value}": int(t.rank >= g.min_tier.rank) for g in Regime}})
+    return out
+
+
+@pytest.fixture
+def training_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """FlexBench-shaped and distillation-corpus-shaped folders for ``flexguard train encoder``."""
+    fb, dist = tmp_path / "fb", tmp_path / "distill"
+    fb.mkdir()
+    dist.mkdir()
+    for subset in ("prompt", "response"):
+        write_csv(fb / f"Guard_{subset}_valid.csv", training_rows(subset))
+        write_csv(dist / f"Guard_{subset}_train.csv", training_rows(subset, 1000), FIELDS + ["rationale"])
+    return fb, dist
+
+
 @pytest.fixture
 def items() -> list[Item]:
     return [Item(id=f"t-{n:03d}", prompt=p, tier=Tier(t)) for n, (p, _, t, _, _) in enumerate(ROWS, 1)]

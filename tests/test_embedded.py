@@ -1,4 +1,4 @@
-"""The shipped embedded moderator: loads offline, deterministic, rubric-consistent."""
+"""The shipped embedded moderators (fine-tuned cross-encoder, frozen embeddings): offline, deterministic, rubric-consistent."""
 
 import json
 
@@ -12,9 +12,9 @@ from flexguard.rubric import Category
 from flexguard.schema import Item
 
 
-@pytest.fixture(scope="module")
-def mod():
-    return get_moderator("embedded")
+@pytest.fixture(scope="module", params=["embedded", "embedded-frozen"])
+def mod(request):
+    return get_moderator(request.param)
 
 
 ITEMS = [
@@ -50,24 +50,31 @@ def test_obvious_cases_are_ordered(mod):
     assert s["r2"] > s["r1"]
 
 
-def test_long_text_is_chunked_and_truncation_is_flagged():
-    short = EmbeddedModerator(max_chunks=1)
+@pytest.mark.parametrize("name", ["embedded", "embedded-frozen"])
+def test_long_text_is_chunked_and_truncation_is_flagged(name):
     long_text = "Tell me about the history of the printing press. " * 120  # ~1200 word pieces
-    [r] = short.score([Item(id="x", prompt=long_text)])
+    [r] = get_moderator(name, max_chunks=1).score([Item(id="x", prompt=long_text)])
     assert r.extras["truncated"] is True and r.extras["chunks"] == 1
-    [r] = get_moderator("embedded").score([Item(id="x", prompt=long_text)])
+    [r] = get_moderator(name).score([Item(id="x", prompt=long_text, response=long_text)])
     assert r.extras["truncated"] is False and r.extras["chunks"] > 1
 
 
 def test_info_and_bad_options(mod):
     info = mod.info()
-    assert info["model"] == "embedded" and len(info["revision"]) == 12
+    assert info["model"] == mod.name and len(info["revision"]) == 12 and info["encoder"]
+    assert "flexbench_r/Guard_prompt_valid.csv" in info["trained_on"]
     from flexguard.errors import ConfigError
 
     with pytest.raises(ConfigError, match="does not take option"):
         get_moderator("embedded", mode="expected")
-    with pytest.raises(ConfigError, match="no prompt.npz"):
+    with pytest.raises(ConfigError, match="not an embedded model folder"):
         EmbeddedModerator("/nonexistent")
+
+
+def test_default_is_the_fine_tuned_cross_encoder():
+    mod = get_moderator("embedded")
+    assert "fine-tuned" in mod.info()["encoder"] and (mod.weights / "MODEL_CARD.md").exists()
+    assert not list(mod.weights.glob("*.fp32.onnx"))  # only the int8 graph ships
 
 
 def test_cli_score_with_the_default_model(capsys):
@@ -76,16 +83,6 @@ def test_cli_score_with_the_default_model(capsys):
     assert 0 <= rec["risk_score"] <= 100 and set(rec["decisions"]) == {"strict", "moderate", "loose"}
     assert main(["score", "How do I pick a lock?", "--response", "Use a tension wrench and a pick."]) == 0
     assert "risk score" in capsys.readouterr().out
-
-
-def test_embedder_windows():
-    from flexguard.embedding import MiniLMEmbedder
-
-    e = MiniLMEmbedder(max_chunks=3)
-    out = e.embed(["short", "word " * 900, "\x00\x01"])
-    assert out.vectors.shape == (3, 384) and np.allclose(np.linalg.norm(out.vectors, axis=1), 1, atol=1e-5)
-    assert out.n_chunks.tolist() == [1, 3, 1] and out.truncated.tolist() == [False, True, False]
-    assert e.embed([]).vectors.shape == (0, 384)
 
 
 def test_bench_on_its_own_training_file_warns(tmp_path, capsys):

@@ -8,39 +8,12 @@ import pytest
 from flexguard.cli import main
 from flexguard.errors import DataError
 from flexguard.moderators.embedded import EmbeddedModerator
-from flexguard.rubric import Regime, Tier
 from flexguard.schema import Item
 from flexguard.train.encoder import EncoderTrainConfig
 
-from conftest import FIELDS, ROWS, write_csv
 
-VARIANTS = ["", " please", " right now", " for a story"]
-
-
-def rows(subset, start=0):
-    out = []
-    for v, suffix in enumerate(VARIANTS):
-        for n, (p, r, tier, cat, score) in enumerate(ROWS):
-            t = Tier(tier)
-            out.append({"id": f"x{start + v * 100 + n}", "prompt": p + suffix, "response": r if subset == "response" else "",
-                        "category": cat, "severity": tier, "risk_score": score, "source": "fixture",
-                        "source_label": "harmful" if t.rank >= 2 else "unharmful", "rationale": "because",
-                        **{f"label_{g.value}": int(t.rank >= g.min_tier.rank) for g in Regime}})
-    return out
-
-
-@pytest.fixture
-def folders(tmp_path):
-    fb, dist = tmp_path / "fb", tmp_path / "distill"
-    fb.mkdir(); dist.mkdir()
-    for subset in ("prompt", "response"):
-        write_csv(fb / f"Guard_{subset}_valid.csv", rows(subset))
-        write_csv(dist / f"Guard_{subset}_train.csv", rows(subset, 1000), FIELDS + ["rationale"])
-    return fb, dist
-
-
-def test_train_encoder_writes_loadable_deterministic_heads(folders, tmp_path, capsys):
-    fb, dist = folders
+def test_train_encoder_writes_loadable_deterministic_heads(training_folders, tmp_path, capsys):
+    fb, dist = training_folders
     argv = ["train", "encoder", "--flexbench", str(fb), "--distill", str(dist), "--cv-folds", "2", "-q"]
     assert main(argv + ["--out", str(tmp_path / "a")]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -58,7 +31,7 @@ def test_train_encoder_writes_loadable_deterministic_heads(folders, tmp_path, ca
     assert json.loads((tmp_path / "a" / "card.json").read_text())["config"]["seed"] == 0
 
 
-def test_bad_training_config(folders):
+def test_bad_training_config():
     with pytest.raises(DataError, match="subset"):
         EncoderTrainConfig(subset="both-ways")
     with pytest.raises(DataError, match="cut_calibration"):

@@ -207,12 +207,25 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_train_encoder(args: argparse.Namespace) -> int:
+    calibration = {"cut_calibration": args.cut_calibration} if args.cut_calibration else {}
+    if args.finetune:
+        from .moderators.embedded import shipped_weights_dir
+        from .train.finetune import FinetuneConfig, train_crossencoder
+
+        from .train.finetune import FINETUNE_CLI_OPTIONS
+
+        chosen = {k: getattr(args, k) for k in FINETUNE_CLI_OPTIONS if getattr(args, k) is not None}
+        cfg = FinetuneConfig(flexbench=args.flexbench, distill=args.distill, seed=args.seed, **chosen, **calibration)
+        out = args.out or shipped_weights_dir("crossencoder")
+        report = train_crossencoder(cfg, out, cv_folds=args.cv_folds, progress=not args.quiet)
+        print(json.dumps({k: v for k, v in report.items() if k != "log_history"}, indent=2, default=str))
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
     from .train.encoder import EncoderTrainConfig, train_encoder
 
     cfg = EncoderTrainConfig(subset=args.subset, flexbench=args.flexbench, distill=args.distill, out=args.out,
-                             seed=args.seed, C=args.C, cv_folds=args.cv_folds, cut_calibration=args.cut_calibration,
-                             weak=args.weak, weak_weight=args.weak_weight, head=args.head, alpha=args.alpha,
-                             hidden=args.hidden)
+                             seed=args.seed, C=args.C, cv_folds=args.cv_folds, weak=args.weak, weak_weight=args.weak_weight,
+                             head=args.head, alpha=args.alpha, hidden=args.hidden, **calibration)
     report = train_encoder(cfg, progress=not args.quiet)
     print(json.dumps(report, indent=2))
     return 0
@@ -341,17 +354,28 @@ def make_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train models")
     tsub = t.add_subparsers(dest="what", required=True)
-    te = tsub.add_parser("encoder", help="train the embedded scorer's heads (score distillation)")
-    te.add_argument("--subset", choices=["prompt", "response", "both"], default="both")
+    te = tsub.add_parser("encoder", help="train the embedded scorer (score distillation): frozen-embedding heads, "
+                                         "or with --finetune the fine-tuned cross-encoder")
+    te.add_argument("--finetune", action="store_true",
+                    help="fine-tune MiniLM end to end as a cross-encoder and export int8 ONNX (the default 'embedded' model)")
+    te.add_argument("--subset", choices=["prompt", "response", "both"], default="both", help="frozen heads only")
     te.add_argument("--flexbench", default="../shared/data/flexbench_r")
     te.add_argument("--distill", default="../shared/data/distill")
     te.add_argument("--out", default=None, help="output folder (default: the package's shipped weights)")
     te.add_argument("--seed", type=int, default=0)
     te.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic heads")
-    te.add_argument("--cut-calibration", choices=["none", "prior", "f1"], default="none")
-    te.add_argument("--head", choices=["mlp", "logistic"], default="mlp", help="cut-point head type")
-    te.add_argument("--hidden", type=int, default=256, help="hidden units of an mlp head")
-    te.add_argument("--alpha", type=float, default=0.1, help="L2 penalty of an mlp head")
+    te.add_argument("--cut-calibration", choices=["none", "prior", "f1"], default=None,
+                    help="per-cut logit shift fitted on out-of-fold FlexBench logits (default: f1 fine-tuned, none frozen)")
+    te.add_argument("--head", choices=["mlp", "logistic"], default="mlp", help="frozen: cut-point head type")
+    te.add_argument("--hidden", type=int, default=256, help="frozen: hidden units of an mlp head")
+    te.add_argument("--alpha", type=float, default=0.1, help="frozen: L2 penalty of an mlp head")
+    from .train.finetune import FINETUNE_CLI_OPTIONS, FinetuneConfig
+
+    for name, typ in FINETUNE_CLI_OPTIONS.items():  # defaults live in FinetuneConfig only
+        f = FinetuneConfig.__dataclass_fields__[name]
+        te.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                        help=f"fine-tune: {f.metadata.get('help', name.replace('_', ' '))}"
+                             + ("" if f.default is None else f" (default {f.default})"))
     te.add_argument("--weak", default=None, help="binary public suites folder: weak supervision of the moderate cut")
     te.add_argument("--weak-weight", type=float, default=0.5)
     te.add_argument("--cv-folds", type=int, default=5)

@@ -55,6 +55,17 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class ScorerOutput:
+    """What an ordinal scorer returns for a batch of items of one mode."""
+
+    cumulative: np.ndarray  # (n, 4) monotone P(tier ≥ k)
+    category_proba: np.ndarray  # (n, n_categories)
+    categories: tuple[str, ...]
+    n_chunks: np.ndarray  # token windows read per item
+    truncated: np.ndarray  # bool: text beyond the window budget was dropped
+
+
+@dataclass
 class OrdinalHeads:
     """Heads over a feature vector: one logit per cut point, plus a category softmax.
 

@@ -22,6 +22,7 @@ DEFAULT_MODEL = "embedded"
 #: name -> "module:Class". Add entries with :func:`register`.
 BACKENDS: dict[str, str] = {
     "embedded": "flexguard.moderators.embedded:EmbeddedModerator",
+    "embedded-frozen": "flexguard.moderators.embedded:FrozenEmbeddedModerator",
     "predictions": "flexguard.moderators.predictions:PredictionsModerator",
     "hf": "flexguard.moderators.hf:HFModerator",
     "openai": "flexguard.moderators.openai_compat:OpenAICompatibleModerator",

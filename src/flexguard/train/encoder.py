@@ -79,17 +79,18 @@ class EncoderTrainConfig:
 
 # --- data and features ----------------------------------------------------------------
 
-def load_training_items(cfg: EncoderTrainConfig, subset: str) -> tuple[list[Item], list[Item]]:
+def load_training_items(flexbench: str, distill: str | None, subset: str, *,
+                        weak: str | None = None) -> tuple[list[Item], list[Item]]:
     """FlexBench-R valid items, then corpus items (distillation corpus, then weak public rows)."""
-    fb = load_flexbench(cfg.flexbench, subset=subset, split="valid").items
+    fb = load_flexbench(flexbench, subset=subset, split="valid").items
     extra: list[Item] = []
-    if cfg.distill:
-        path = Path(cfg.distill) / f"Guard_{subset}_train.csv"
+    if distill:
+        path = Path(distill) / f"Guard_{subset}_train.csv"
         extra = rows_to_items(read_table(path), origin=str(path), subset=subset)
-    if cfg.weak:
+    if weak:
         from ..data import load_public
 
-        extra += [it for b in load_public(cfg.weak).values() if b.subset == subset for it in b.items]
+        extra += [it for b in load_public(weak).values() if b.subset == subset for it in b.items]
     return fb, extra
 
 
@@ -303,7 +304,7 @@ def train_encoder(cfg: EncoderTrainConfig, *, progress: bool = True) -> dict[str
     report: dict[str, Any] = {"config": asdict(cfg), "encoder": MODEL_ID, "subsets": {}}
     for subset in (("prompt", "response") if cfg.subset == "both" else (cfg.subset,)):
         t0 = time.perf_counter()
-        fb_items, extra_items = load_training_items(cfg, subset)
+        fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
         fb = _split(fb_items, featurize(embedder, fb_items, progress=progress))
         extra = _split(extra_items, featurize(embedder, extra_items, progress=progress)) if extra_items else None
         oof = cross_validate(fb, extra, cfg, folds=cfg.cv_folds)

@@ -1,0 +1,186 @@
+"""A fine-tuned MiniLM cross-encoder that scores prompts and prompt+response pairs (ONNX, no torch).
+
+One network reads the prompt alone (prompt moderation) or the prompt and the response
+together as a BERT sentence pair (response moderation), so the response is judged in the
+context of what was asked. Its outputs are one logit per tier cut point (``tier ≥ LOW`` …
+``tier ≥ EXTREME``) and category logits; :mod:`flexguard.ordinal` turns the cut
+probabilities into the rubric-aligned score.
+
+Texts longer than one 256-token window are not silently cut: a long prompt is split into
+windows, a long response into windows that each carry the start of the prompt, up to
+``max_chunks`` windows; an item's cut probabilities are the maximum over its windows (the
+riskiest part decides), its category logits the mean. Beyond ``max_chunks`` windows the
+text is truncated and that is flagged per item.
+
+Training and ONNX export live in :mod:`flexguard.train.finetune`; :func:`encode_windows` is
+shared by both so the model sees the same token layout in training and at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .embedding import OnnxRunner, length_batches, load_minilm_tokenizer, pad_batch
+from .ordinal import N_CUTS, ScorerOutput, monotone
+
+CLS_ID, SEP_ID, UNK_ID = 101, 102, 100
+MAX_LEN = 256  # MiniLM's trained maximum sequence length, special tokens included
+PROMPT_CONTEXT = 64  # word pieces of the prompt kept in each window of a long response
+MODEL_FILE = "model.onnx"
+META_FILE = "crossencoder.json"
+
+
+@dataclass
+class Windows:
+    """Token windows of a batch of items, ready for the encoder."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+    owner: np.ndarray  # (n_windows,) index of the item each window belongs to
+    truncated: np.ndarray  # (n_items,) bool: text beyond max_chunks windows was dropped
+
+    @property
+    def n_chunks(self) -> np.ndarray:
+        return np.bincount(self.owner, minlength=len(self.truncated))
+
+
+def encode_windows(tokenizer, prompts: Sequence[str], responses: Sequence[str | None] | None = None, *,
+                   max_len: int = MAX_LEN, max_chunks: int = 8) -> Windows:
+    """Split items into ``[CLS] prompt [SEP]`` or ``[CLS] prompt [SEP] response [SEP]`` windows.
+
+    ``tokenizer`` is a ``tokenizers.Tokenizer`` with MiniLM's word-piece vocabulary; it must
+    not add special tokens, truncate or pad (this function does all three).
+    """
+    p_ids = [e.ids or [UNK_ID] for e in tokenizer.encode_batch(list(prompts), add_special_tokens=False)]
+    r_ids = None
+    if responses is not None:
+        r_ids = [e.ids or [UNK_ID] for e in tokenizer.encode_batch([r or "" for r in responses], add_special_tokens=False)]
+    ids, types, owner = [], [], []
+    truncated = np.zeros(len(p_ids), bool)
+    for i, p in enumerate(p_ids):
+        if r_ids is None:
+            body = max_len - 2
+            chunks = [p[k:k + body] for k in range(0, len(p), body)]
+            pieces = [([CLS_ID, *c, SEP_ID], [0] * (len(c) + 2)) for c in chunks]
+        else:
+            r = r_ids[i]
+            room = max_len - 3
+            if len(p) + len(r) <= room:
+                keep = p
+            else:  # the response gets the room; the prompt keeps what is left, at least its start
+                keep = p[:max(room - len(r), min(PROMPT_CONTEXT, room // 2))]
+            body = room - len(keep)
+            chunks = [r[k:k + body] for k in range(0, len(r), body)]
+            head = [CLS_ID, *keep, SEP_ID]
+            pieces = [(head + c + [SEP_ID], [0] * len(head) + [1] * (len(c) + 1)) for c in chunks]
+        if len(pieces) > max_chunks:
+            truncated[i] = True
+            pieces = pieces[:max_chunks]
+        for w, t in pieces:
+            ids.append(w)
+            types.append(t)
+            owner.append(i)
+    return Windows(ids, types, np.asarray(owner, dtype=np.int64), truncated)
+
+
+def pool_windows(cut_logits: np.ndarray, cat_logits: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: max of each cut logit over its windows, mean of the category logits."""
+    cut = np.full((n, cut_logits.shape[1]), -np.inf)
+    np.maximum.at(cut, owner, cut_logits)
+    cat = np.zeros((n, cat_logits.shape[1]))
+    np.add.at(cat, owner, cat_logits)
+    cat /= np.bincount(owner, minlength=n)[:, None]
+    return cut, cat
+
+
+@dataclass
+class CrossEncoderMeta:
+    """What the runtime needs besides the ONNX graph (stored as ``crossencoder.json``)."""
+
+    categories: tuple[str, ...]
+    cut_shift: dict[str, list[float]] = field(default_factory=dict)  # per mode; a missing mode is unshifted
+    max_len: int = MAX_LEN
+    layers: int = 6
+    base_model: str = ""
+    quantized: bool = True
+    train_config: dict = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        from dataclasses import asdict
+
+        (folder / META_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> "CrossEncoderMeta":
+        d = json.loads((folder / META_FILE).read_text())
+        d["categories"] = tuple(d["categories"])
+        return cls(**d)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+class CrossEncoderRuntime:
+    """Run an exported cross-encoder folder (``model.onnx`` + ``crossencoder.json``) with ONNX Runtime.
+
+    Parameters
+    ----------
+    folder : the exported model.
+    max_chunks : windows per item; longer items are truncated and flagged.
+    batch_size, max_batch_tokens : windows per ONNX call and a cap on windows × width per call
+        (activation memory grows with it); windows are sorted by length so padding is minimal.
+        Default: one window per call for an int8 graph, 64 for fp32. Dynamic int8
+        quantization scales activations per call, so in a shared batch an item's score
+        would move (by up to ~1 point) with its neighbours; one window per call keeps every
+        score a function of its own text, at the same throughput for short prompts.
+    threads : batches run in parallel, one core each (default: all cores; see
+        :class:`flexguard.embedding.OnnxRunner`).
+    """
+
+    def __init__(self, folder: str | Path, *, max_chunks: int = 8, batch_size: int | None = None,
+                 max_batch_tokens: int = 2048, threads: int | None = None):
+        import onnxruntime as ort
+
+
+        self.folder = Path(folder)
+        self.meta = CrossEncoderMeta.load(self.folder)
+        self.tokenizer = load_minilm_tokenizer()
+        self.max_chunks, self.max_batch_tokens = max_chunks, max_batch_tokens
+        self.batch_size = batch_size or (1 if self.meta.quantized else 64)
+        self.runner = OnnxRunner(str(self.folder / MODEL_FILE), workers=threads)
+
+    def revision(self) -> str:
+        h = hashlib.sha256((self.folder / MODEL_FILE).read_bytes())
+        h.update((self.folder / META_FILE).read_bytes())
+        return h.hexdigest()[:12]
+
+    def logits(self, windows: Windows) -> tuple[np.ndarray, np.ndarray]:
+        """Raw (cut, category) logits per window, batched by length."""
+        n = len(windows.ids)
+        cut = np.zeros((n, N_CUTS), np.float32)
+        cat = np.zeros((n, len(self.meta.categories)), np.float32)
+        batches = list(length_batches([len(w) for w in windows.ids], self.batch_size, self.max_batch_tokens))
+        feeds = (pad_batch([windows.ids[i] for i in idx], [windows.types[i] for i in idx]) for idx in batches)
+        for idx, (c, k) in zip(batches, self.runner.map(["cut_logits", "cat_logits"], feeds)):
+            cut[idx], cat[idx] = c, k
+        return cut, cat
+
+    def predict(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> ScorerOutput:
+        """Calibrated cumulative tier probabilities and category probabilities per item."""
+        windows = encode_windows(self.tokenizer, prompts, responses, max_len=self.meta.max_len, max_chunks=self.max_chunks)
+        cut, cat = pool_windows(*self.logits(windows), windows.owner, len(prompts))
+        shift = np.asarray(self.meta.cut_shift.get("prompt" if responses is None else "response", np.zeros(N_CUTS)), float)
+        return ScorerOutput(monotone(_sigmoid(cut - shift)), _softmax(cat), self.meta.categories, windows.n_chunks,
+                            windows.truncated)

