@@ -197,7 +197,8 @@ def _split(items: Sequence[Item], x: np.ndarray) -> Split:
                  np.array([bool(i.harmful) if i.harmful is not None else i.tier.rank >= 2 for i in items]))
 
 
-def _folds(tiers: np.ndarray, k: int, seed: int):
+def stratified_folds(tiers: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) index pairs of k folds with every tier spread evenly (shuffled with ``seed``)."""
     from sklearn.model_selection import StratifiedKFold
 
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(tiers)), tiers))
@@ -218,15 +219,16 @@ def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> t
     shifts = np.zeros(N_CUTS)
     if cfg.cut_calibration != "none":  # inner cross-fitting only when the shifts are used
         oof = np.zeros((len(fb.tiers), N_CUTS))
-        for tr, te in _folds(fb.tiers, cfg.cv_folds, cfg.seed):
+        for tr, te in stratified_folds(fb.tiers, cfg.cv_folds, cfg.seed):
             oof[te] = train(tr).cut_logits(fb.x[te])
-        shifts = np.array([_fit_shift(oof[:, k - 1], fb.tiers >= k, cfg.cut_calibration) for k in range(1, N_CUTS + 1)])
+        shifts = np.array([fit_logit_shift(oof[:, k - 1], fb.tiers >= k, cfg.cut_calibration) for k in range(1, N_CUTS + 1)])
     heads = train(np.arange(len(fb.tiers)))
     heads.cut_shift = shifts
     return heads, shifts
 
 
-def _fit_shift(logits: np.ndarray, labels: np.ndarray, how: str) -> float:
+def fit_logit_shift(logits: np.ndarray, labels: np.ndarray, how: str) -> float:
+    """Where a cut's logit should cross 0, from out-of-fold logits: 'prior', 'f1' or 'none' (0)."""
     if how == "none":
         return 0.0
     if how == "prior":  # flag as many items as carry the label: low variance on small data
@@ -266,7 +268,7 @@ def cross_validate(fb: Split, extra: Split | None, cfg: EncoderTrainConfig, *, f
 
     n = len(fb.tiers)
     out = {"score": np.zeros(n), "score_uncal": np.zeros(n), "category": np.empty(n, object), "binary": np.zeros(n, bool)}
-    for tr, te in _folds(fb.tiers, folds, cfg.seed + 1):
+    for tr, te in stratified_folds(fb.tiers, folds, cfg.seed + 1):
         heads, _ = fit_calibrated(fb.take(tr), extra, cfg)
         out["score"][te] = predict_scores(heads, fb.x[te])
         shift = heads.cut_shift.copy(); heads.cut_shift[:] = 0

@@ -306,9 +306,9 @@ def export_onnx(model, folder: str | Path, meta: CrossEncoderMeta, *, quantize: 
 
 def fit_cut_shifts(cut_logits: np.ndarray, tiers: np.ndarray, how: str) -> np.ndarray:
     """One logit shift per cut point from out-of-fold logits (0 = no shift)."""
-    from .encoder import _fit_shift
+    from .encoder import fit_logit_shift  # lazy: the CLI imports this module to build its parser
 
-    return np.array([_fit_shift(cut_logits[:, k], tiers > k, how) for k in range(N_CUTS)])
+    return np.array([fit_logit_shift(cut_logits[:, k], tiers > k, how) for k in range(N_CUTS)])
 
 
 def scores_from_logits(cut_logits: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
@@ -318,10 +318,10 @@ def scores_from_logits(cut_logits: np.ndarray, shift: np.ndarray | None = None) 
 
 def cross_fitted_scores(cut_logits: np.ndarray, tiers: np.ndarray, how: str, *, folds: int = 5, seed: int = 0) -> np.ndarray:
     """Honest scores of calibrated cut points: each item's shifts are fitted on the other folds' OOF logits."""
-    from .encoder import _folds
+    from .encoder import stratified_folds
 
     out = np.zeros(len(tiers))
-    for tr, te in _folds(tiers, folds, seed):
+    for tr, te in stratified_folds(tiers, folds, seed):
         out[te] = scores_from_logits(cut_logits[te], fit_cut_shifts(cut_logits[tr], tiers[tr], how))
     return out
 
@@ -350,10 +350,10 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Finet
     import tempfile
 
     from ..crossencoder import CrossEncoderRuntime
-    from .encoder import _folds
+    from .encoder import stratified_folds
 
     t0 = time.perf_counter()
-    splits = {s: _folds(np.array([it.tier.rank for it in items]), folds, cfg.seed + 1) for s, items in fb.items()}
+    splits = {s: stratified_folds(np.array([it.tier.rank for it in items]), folds, cfg.seed + 1) for s, items in fb.items()}
     res = CVResult({}, {}, {}, {}, {}, 0.0)
     for s, items in fb.items():
         res.cut[s], res.cut_int8[s] = np.zeros((len(items), N_CUTS)), np.zeros((len(items), N_CUTS))
