@@ -115,7 +115,8 @@ def test_cli_finetune_then_score(tiny_base, training_folders, tmp_path, capsys):
     assert "uncalibrated" in cv and any(k.startswith("int8 ONNX") for k in cv) and 0 <= cv["uncalibrated"]["worst_f1"] <= 1
     meta = json.loads((out / "crossencoder.json").read_text())
     assert set(meta["cut_shift"]) == {"prompt", "response"} and meta["layers"] == 2
-    assert (out / "MODEL_CARD.md").exists()
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "--finetune" in card and "--cv-folds 2" in card and "--max-steps 6" in card  # the command that rebuilds it
     mod = get_moderator(f"embedded:{out}")
     assert mod.info()["trained_on"]  # the card names its training files, so bench can warn about in-sample use
     res = mod.score([Item(id="1", prompt="What is the capital of France?"),

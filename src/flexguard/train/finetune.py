@@ -429,7 +429,7 @@ def load_data(cfg: FinetuneConfig) -> tuple[dict[str, list[Item]], list[Item]]:
 def train_crossencoder(cfg: FinetuneConfig, out_dir: str | Path, *, cv_folds: int = 5, progress: bool = True) -> dict[str, Any]:
     """CV (for the report and the cut shifts), then the final model on everything, exported to ``out_dir``."""
     fb, corpus = load_data(cfg)
-    report: dict[str, Any] = {"config": asdict(cfg), "train_items": {s: len(v) for s, v in fb.items()},
+    report: dict[str, Any] = {"config": asdict(cfg), "cv_folds": cv_folds, "train_items": {s: len(v) for s, v in fb.items()},
                               "corpus_items": len(corpus)}
     shifts = {s: np.zeros(N_CUTS) for s in fb}
     if cv_folds > 1:
@@ -503,7 +503,7 @@ def write_model_card(report: dict[str, Any], folder: Path) -> Path:
         "## Rebuild (seed fixed; CPU)",
         "",
         "```bash",
-        rebuild_command(cfg, 5),
+        rebuild_command(cfg, report.get("cv_folds", 5)),
         "```",
         "",
         f"Time on the build machine: CV {report.get('cv_seconds', 0) / 60:.0f} min + final model "
