@@ -124,3 +124,16 @@ def test_cli_finetune_then_score(tiny_base, training_folders, tmp_path, capsys):
     assert all(0 <= r.score <= 100 and r.extras["chunks"] == 1 for r in res)
     assert main(["score", "hello", "--model", f"embedded:{out}", "--json"]) == 0
     assert 0 <= json.loads(capsys.readouterr().out)["risk_score"] <= 100
+
+
+def test_cli_finetune_bad_input_is_a_clear_error(tiny_base, training_folders, tmp_path, capsys):
+    fb, dist = training_folders
+    out = tmp_path / "model"
+    base = ["train", "encoder", "--finetune", "--base", tiny_base, "--distill", str(dist), "--out", str(out), "-q"]
+    assert main(base + ["--flexbench", str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert main(base + ["--flexbench", str(fb), "--epochs", "0"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+    assert main(base + ["--flexbench", str(fb), "--cv-folds", "1"]) == 2  # calibration needs out-of-fold logits
+    assert "cv_folds >= 2" in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # nothing half-written

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from .embedding import OnnxRunner, length_batches, load_minilm_tokenizer, pad_batch
-from .ordinal import N_CUTS, ScorerOutput, monotone
+from .ordinal import N_CUTS, ScorerOutput, cumulative_from_logits, softmax
 
 CLS_ID, SEP_ID, UNK_ID = 101, 102, 100
 MAX_LEN = 256  # MiniLM's trained maximum sequence length, special tokens included
@@ -123,15 +123,6 @@ class CrossEncoderMeta:
         return cls(**d)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
 class CrossEncoderRuntime:
     """Run an exported cross-encoder folder (``model.onnx`` + ``crossencoder.json``) with ONNX Runtime.
 
@@ -143,7 +134,8 @@ class CrossEncoderRuntime:
         (activation memory grows with it); windows are sorted by length so padding is minimal.
         Default: one window per call for an int8 graph, 64 for fp32. Dynamic int8
         quantization scales activations per call, so in a shared batch an item's score
-        would move (by up to ~1 point) with its neighbours; one window per call keeps every
+        would move with its neighbours (by up to 20 points measured on FlexBench-R, as padding
+        joins the activation range); one window per call keeps every
         score a function of its own text, at the same throughput for short prompts.
     threads : batches run in parallel, one core each (default: all cores; see
         :class:`flexguard.embedding.OnnxRunner`).
@@ -151,9 +143,6 @@ class CrossEncoderRuntime:
 
     def __init__(self, folder: str | Path, *, max_chunks: int = 8, batch_size: int | None = None,
                  max_batch_tokens: int = 2048, threads: int | None = None):
-        import onnxruntime as ort
-
-
         self.folder = Path(folder)
         self.meta = CrossEncoderMeta.load(self.folder)
         self.tokenizer = load_minilm_tokenizer()
@@ -177,10 +166,16 @@ class CrossEncoderRuntime:
             cut[idx], cat[idx] = c, k
         return cut, cat
 
-    def predict(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> ScorerOutput:
-        """Calibrated cumulative tier probabilities and category probabilities per item."""
+    def item_logits(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, Windows]:
+        """Uncalibrated (cut, category) logits per item, pooled over its windows, and the windows."""
         windows = encode_windows(self.tokenizer, prompts, responses, max_len=self.meta.max_len, max_chunks=self.max_chunks)
         cut, cat = pool_windows(*self.logits(windows), windows.owner, len(prompts))
+        return cut, cat, windows
+
+    def predict(self, prompts: Sequence[str], responses: Sequence[str | None] | None = None) -> ScorerOutput:
+        """Calibrated cumulative tier probabilities and category probabilities per item."""
+        cut, cat, windows = self.item_logits(prompts, responses)
         shift = np.asarray(self.meta.cut_shift.get("prompt" if responses is None else "response", np.zeros(N_CUTS)), float)
-        return ScorerOutput(monotone(_sigmoid(cut - shift)), _softmax(cat), self.meta.categories, windows.n_chunks,
+        return ScorerOutput(cumulative_from_logits(cut - shift), softmax(cat), self.meta.categories, windows.n_chunks,
                             windows.truncated)

@@ -48,7 +48,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def cumulative_from_logits(cut_logits: np.ndarray) -> np.ndarray:
+    """Monotone ``P(tier ≥ k)`` (n, 4) from one logit per cut point (calibration shift already applied)."""
+    return monotone(_sigmoid(np.asarray(cut_logits, float)))
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(1, keepdims=True)
@@ -95,11 +100,11 @@ class OrdinalHeads:
         return np.einsum("nkh,kh->nk", h, self.cut_w) + self.cut_b - self.cut_shift
 
     def cumulative(self, x: np.ndarray) -> np.ndarray:
-        return monotone(_sigmoid(self.cut_logits(x)))
+        return cumulative_from_logits(self.cut_logits(x))
 
     def category_proba(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.mean) / self.scale
-        return _softmax(z @ self.cat_w.T + self.cat_b)
+        return softmax(z @ self.cat_w.T + self.cat_b)
 
     def save(self, path: str) -> None:
         hidden = {} if self.cut_hidden_w is None else {"cut_hidden_w": self.cut_hidden_w.astype(np.float32),

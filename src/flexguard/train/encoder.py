@@ -221,10 +221,15 @@ def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> t
         oof = np.zeros((len(fb.tiers), N_CUTS))
         for tr, te in stratified_folds(fb.tiers, cfg.cv_folds, cfg.seed):
             oof[te] = train(tr).cut_logits(fb.x[te])
-        shifts = np.array([fit_logit_shift(oof[:, k - 1], fb.tiers >= k, cfg.cut_calibration) for k in range(1, N_CUTS + 1)])
+        shifts = fit_cut_shifts(oof, fb.tiers, cfg.cut_calibration)
     heads = train(np.arange(len(fb.tiers)))
     heads.cut_shift = shifts
     return heads, shifts
+
+
+def fit_cut_shifts(cut_logits: np.ndarray, tiers: np.ndarray, how: str) -> np.ndarray:
+    """One logit shift per cut point (n, 4) → (4,), from out-of-fold logits and gold tier ranks."""
+    return np.array([fit_logit_shift(cut_logits[:, k], tiers > k, how) for k in range(N_CUTS)])
 
 
 def fit_logit_shift(logits: np.ndarray, labels: np.ndarray, how: str) -> float:

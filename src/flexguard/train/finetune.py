@@ -36,7 +36,7 @@ import numpy as np
 from ..crossencoder import MAX_LEN, MODEL_FILE, CrossEncoderMeta, encode_windows, pool_windows
 from ..embedding import length_batches, pad_batch
 from ..errors import ConfigError, DataError
-from ..ordinal import N_CUTS, cumulative_to_score, monotone
+from ..ordinal import N_CUTS, cumulative_from_logits, cumulative_to_score
 from ..rubric import CATEGORY_NAMES
 from ..schema import Item
 
@@ -305,15 +305,14 @@ def export_onnx(model, folder: str | Path, meta: CrossEncoderMeta, *, quantize: 
 # --- calibration -----------------------------------------------------------------------------
 
 def fit_cut_shifts(cut_logits: np.ndarray, tiers: np.ndarray, how: str) -> np.ndarray:
-    """One logit shift per cut point from out-of-fold logits (0 = no shift)."""
-    from .encoder import fit_logit_shift  # lazy: the CLI imports this module to build its parser
+    """One logit shift per cut point from out-of-fold logits (see :func:`flexguard.train.encoder.fit_cut_shifts`)."""
+    from . import encoder  # lazy: the CLI imports this module to build its parser; encoder pulls in scikit-learn
 
-    return np.array([fit_logit_shift(cut_logits[:, k], tiers > k, how) for k in range(N_CUTS)])
+    return encoder.fit_cut_shifts(cut_logits, tiers, how)
 
 
 def scores_from_logits(cut_logits: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:
-    z = cut_logits - (0.0 if shift is None else shift)
-    return cumulative_to_score(monotone(1.0 / (1.0 + np.exp(-z))))
+    return cumulative_to_score(cumulative_from_logits(cut_logits - (0.0 if shift is None else shift)))
 
 
 def cross_fitted_scores(cut_logits: np.ndarray, tiers: np.ndarray, how: str, *, folds: int = 5, seed: int = 0) -> np.ndarray:
@@ -372,9 +371,8 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Finet
                 held = [items[i] for i in te]
                 res.cut[s][te], res.cat[s][te] = torch_logits(model, held, max_len=cfg.max_len)
                 if check_int8:
-                    w = encode_windows(runtime.tokenizer, [it.prompt for it in held],
-                                       [it.response for it in held] if s == "response" else None, max_len=cfg.max_len)
-                    res.cut_int8[s][te] = pool_windows(*runtime.logits(w), w.owner, len(held))[0]
+                    res.cut_int8[s][te] = runtime.item_logits([it.prompt for it in held],
+                                                              [it.response for it in held] if s == "response" else None)[0]
         log.info("fold %d/%d done after %.0f s", k + 1, folds, time.perf_counter() - t0)
     res.seconds = time.perf_counter() - t0
     return res
