@@ -135,3 +135,21 @@ def test_calibrate_names_missing_predictions(tmp_path, flexbench_dir, capsys):
     preds = write_predictions(tmp_path / "p.jsonl", [{"id": "t-001", "score": 3}])
     assert main(["calibrate", "--predictions", str(preds), "--data", str(flexbench_dir), "--out", str(tmp_path / "x.yaml")]) == 2
     assert "no prediction for 9 of 10 items" in capsys.readouterr().err and not (tmp_path / "x.yaml").exists()
+
+
+def test_score_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`flexguard score ... | head -1`: the reader leaving is not a crash (no traceback)."""
+    import subprocess
+    import sys
+
+    n = 5000  # ~1 MB of JSON lines: far more than a pipe buffers
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": str(i), "prompt": f"text {i}"}) + "\n" for i in range(n)))
+    preds = write_predictions(tmp_path / "p.jsonl", [{"id": str(i), "score": i % 101} for i in range(n)])
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from flexguard.cli import main; sys.exit(main())",
+                             "score", "--in", str(tmp_path / "in.jsonl"), "--json", "--model", f"predictions:{preds}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert json.loads(first)["id"] == "0" and "Traceback" not in err, err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -441,6 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: results written so far are kept; re-run the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `flexguard score ... | head`: the reader left, which is not an error of ours
+        # Python flushes stdout again at exit; point it at devnull so that flush cannot raise too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
