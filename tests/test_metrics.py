@@ -85,6 +85,14 @@ def test_sweep_and_best_threshold():
     assert (thr, f1) == (15.0, pytest.approx(0.8))
 
 
+def test_unclipped_sweep_for_logits():
+    logits, labels = np.array([-3.0, -1.0, 2.0, 150.0]), np.array([0, 0, 1, 1], bool)
+    t, tp, _ = threshold_sweep(logits, labels, clip=False)
+    assert t.tolist() == [151, 76, 0.5, -2, -3.5] and tp.tolist() == [0, 1, 2, 2, 2]
+    assert best_f1_threshold(logits, labels, clip=False) == (0.5, 1.0)
+    assert best_f1_threshold(logits, labels)[0] == 0.5 and threshold_sweep(logits, labels)[0][-1] == 0
+
+
 def test_custom_policy_regimes():
     p = Policy(thresholds={"kids": 10, "adults": 70}, regimes={"kids": "LOW", "adults": "EXTREME"}, default_regime="kids")
     ev = evaluate(SCORES, TIERS, policy=p, n_boot=0)

@@ -36,19 +36,21 @@ def _cumulative(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None
     return s[last], np.cumsum(y)[last], np.cumsum(~y)[last]
 
 
-def threshold_sweep(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None
+def threshold_sweep(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None, *, clip: bool = True
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every distinct decision ``score > t`` with its true- and false-positive counts.
 
-    Returns ``(thresholds, tp, fp)`` ordered from flag-nothing (t = 100) to flag-everything.
+    Returns ``(thresholds, tp, fp)`` ordered from flag-nothing to flag-everything.
     Thresholds sit midway between consecutive distinct scores, so they generalise to scores
-    not seen in fitting, and are clipped to 0–100. ``order`` (descending argsort of
-    ``scores``) can be passed to share one sort between calls.
+    not seen in fitting, and are clipped to 0–100 (flag-nothing is t = 100); ``clip=False``
+    sweeps values on any scale, such as a cut point's logit. ``order`` (descending argsort
+    of ``scores``) can be passed to share one sort between calls.
     """
     v, tp, fp = _cumulative(np.asarray(scores, float), np.asarray(labels, bool), order)
     below = np.r_[v[1:], v[-1] - 1.0] if len(v) else v
-    t = np.clip((v + below) / 2.0, 0.0, 100.0)
-    return np.r_[100.0, t], np.r_[0, tp], np.r_[0, fp]
+    t = (v + below) / 2.0
+    top = 100.0 if clip else (v[0] + 1.0 if len(v) else 0.0)
+    return np.r_[top, np.clip(t, 0.0, 100.0) if clip else t], np.r_[0, tp], np.r_[0, fp]
 
 
 def ranking_metrics(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None) -> tuple[float, float]:
@@ -63,9 +65,10 @@ def ranking_metrics(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | 
     return auroc, ap
 
 
-def best_f1_threshold(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None) -> tuple[float, float]:
-    """Threshold with the highest F1 (ties: the highest threshold) and that F1."""
-    t, tp, fp = threshold_sweep(scores, labels, order)
+def best_f1_threshold(scores: np.ndarray, labels: np.ndarray, order: np.ndarray | None = None, *,
+                      clip: bool = True) -> tuple[float, float]:
+    """Threshold with the highest F1 (ties: the highest threshold) and that F1; ``clip`` as in :func:`threshold_sweep`."""
+    t, tp, fp = threshold_sweep(scores, labels, order, clip=clip)
     pos = int(np.sum(labels))
     f1 = _div(2 * tp, tp + fp + pos)
     i = int(np.argmax(f1))

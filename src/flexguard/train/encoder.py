@@ -32,7 +32,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ..data import load_flexbench, read_table, rows_to_items
 from ..errors import DataError
-from ..metrics import evaluate
+from ..metrics import best_f1_threshold, evaluate
 from ..ordinal import N_CUTS, OrdinalHeads, cumulative_to_score
 from ..rubric import CATEGORY_NAMES
 from ..schema import Item
@@ -238,22 +238,7 @@ def fit_logit_shift(logits: np.ndarray, labels: np.ndarray, how: str) -> float:
         return 0.0
     if how == "prior":  # flag as many items as carry the label: low variance on small data
         return float(np.quantile(logits, 1.0 - labels.mean()))
-    return _best_logit_cut(logits, labels)
-
-
-def _best_logit_cut(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Logit threshold with the best F1 (decision: logit > threshold); midpoints between values."""
-    order = np.sort(np.unique(logits))
-    cands = np.r_[order[0] - 1.0, (order[1:] + order[:-1]) / 2.0]
-    pos = labels.sum()
-    best, best_f1 = 0.0, -1.0
-    for t in cands:  # a few hundred candidates; vectorising is not worth the memory
-        pred = logits > t
-        tp = np.sum(pred & labels)
-        f1 = 2 * tp / (pred.sum() + pos) if pred.sum() + pos else 0.0
-        if f1 > best_f1 + 1e-12:
-            best, best_f1 = float(t), f1
-    return best
+    return best_f1_threshold(logits, labels, clip=False)[0]
 
 
 def predict_scores(heads: OrdinalHeads, x: np.ndarray) -> np.ndarray:
