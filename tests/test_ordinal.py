@@ -29,3 +29,21 @@ def test_score_increases_with_each_probability():
         up = base.copy()
         up[k] = min(1.0, up[k] + 0.1) if k == 0 else min(up[k - 1], up[k] + 0.1)
         assert cumulative_to_score(up[None])[0] >= s0
+
+
+def test_score_to_cumulative_inverts_cumulative_to_score():
+    from flexguard.ordinal import score_to_cumulative
+
+    s = np.linspace(0, 100, 401)
+    p = score_to_cumulative(s)
+    assert np.allclose(cumulative_to_score(p), s) and np.all(np.diff(p, axis=1) <= 0)
+
+
+def test_rescale_is_monotone_and_maps_knots_to_the_rubric_cuts():
+    from flexguard.ordinal import rescale
+
+    knots = np.array([10.0, 35.0, 50.0, 90.0])
+    assert rescale(knots, knots).tolist() == [20, 40, 60, 80]
+    assert rescale(np.array([0.0, 100.0]), knots).tolist() == [0, 100]
+    s = np.linspace(0, 100, 201)
+    assert np.all(np.diff(rescale(s, knots)) > 0) and np.allclose(rescale(s, np.array([20.0, 40, 60, 80])), s)

@@ -23,6 +23,7 @@ DEFAULT_MODEL = "embedded"
 BACKENDS: dict[str, str] = {
     "embedded": "flexguard.moderators.embedded:EmbeddedModerator",
     "embedded-frozen": "flexguard.moderators.embedded:FrozenEmbeddedModerator",
+    "embedded-ensemble": "flexguard.moderators.embedded:EnsembleEmbeddedModerator",
     "predictions": "flexguard.moderators.predictions:PredictionsModerator",
     "hf": "flexguard.moderators.hf:HFModerator",
     "openai": "flexguard.moderators.openai_compat:OpenAICompatibleModerator",

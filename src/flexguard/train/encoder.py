@@ -39,6 +39,8 @@ from ..schema import Item
 
 log = logging.getLogger(__name__)
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "embedded"
+#: out-of-fold FlexBench-R predictions by item id (no texts) that every embedded training writes next to its model
+OOF_FILE = "cv_oof.json"
 
 
 @dataclass
@@ -294,6 +296,7 @@ def train_encoder(cfg: EncoderTrainConfig, *, progress: bool = True) -> dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     embedder = MiniLMEmbedder(max_chunks=cfg.max_chunks)
     report: dict[str, Any] = {"config": asdict(cfg), "encoder": MODEL_ID, "subsets": {}}
+    oof_by_subset = {}
     for subset in (("prompt", "response") if cfg.subset == "both" else (cfg.subset,)):
         t0 = time.perf_counter()
         fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
@@ -302,6 +305,7 @@ def train_encoder(cfg: EncoderTrainConfig, *, progress: bool = True) -> dict[str
         oof = cross_validate(fb, extra, cfg, folds=cfg.cv_folds)
         heads, shifts = fit_calibrated(fb, extra, cfg)
         heads.save(str(out_dir / f"{subset}.npz"))
+        oof_by_subset[subset] = {"ids": [it.id for it in fb_items], "scores": oof["score"].round(4).tolist()}
         report["subsets"][subset] = {
             "train_items": {"flexbench_r": len(fb_items), "distill": len(extra_items)},
             "cut_shifts": [round(float(s), 4) for s in shifts],
@@ -309,4 +313,6 @@ def train_encoder(cfg: EncoderTrainConfig, *, progress: bool = True) -> dict[str
             "seconds": round(time.perf_counter() - t0, 1),
         }
     (out_dir / "card.json").write_text(json.dumps(report, indent=2))
+    # out-of-fold scores by item id (no texts), for `flexguard train ensemble`
+    (out_dir / OOF_FILE).write_text(json.dumps(oof_by_subset))
     return report

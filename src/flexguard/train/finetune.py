@@ -442,7 +442,9 @@ def train_crossencoder(cfg: FinetuneConfig, out_dir: str | Path, *, cv_folds: in
         oof = {s: {"ids": [it.id for it in fb[s]], "cut_logits": cv.cut[s].round(4).tolist(),
                    "cut_logits_int8": cv.cut_int8[s].round(4).tolist()} for s in fb}
         # our out-of-fold predictions by item id (no texts): for ensembling and threshold studies
-        (Path(out_dir) / "cv_oof.json").write_text(json.dumps(oof))
+        from .encoder import OOF_FILE
+
+        (Path(out_dir) / OOF_FILE).write_text(json.dumps(oof))
     elif cfg.cut_calibration != "none":
         raise ConfigError("cut calibration is fitted on out-of-fold predictions: it needs cv_folds >= 2")
     t0 = time.perf_counter()
