@@ -36,6 +36,7 @@ def test_ensemble_is_the_calibrated_mean_of_its_members(members, tmp_path, capsy
     report = json.loads(capsys.readouterr().out)
     assert set(report["cv"]["prompt"]) == {"member a", "member b", "ensemble (rescaled, cross-fitted)"}
     assert all(0 <= row["worst_f1"] <= 1 for row in report["cv"]["prompt"].values())
+    assert "| prompt | ensemble (rescaled, cross-fitted) |" in (out / "MODEL_CARD.md").read_text()
     meta = EnsembleMeta.load(out)
     assert meta.members == ["../a", "../b"]  # relative: the folders can move together
     assert meta.weights == {"prompt": [0.5, 0.5], "response": [1.0, 0.0]}

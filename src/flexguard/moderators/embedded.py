@@ -35,7 +35,7 @@ SAFE_MAX = 20.0  # BENIGN band: the category is SAFE there, by the rubric
 
 
 def shipped_weights_dir(name: str) -> Path:
-    """Folder of a model shipped in the package: ``crossencoder`` or ``embedded`` (frozen heads)."""
+    """Folder of a model shipped in the package: ``crossencoder``, ``embedded`` (frozen heads) or ``ensemble``."""
     return Path(str(resources.files("flexguard") / "assets" / name))
 
 
@@ -174,8 +174,8 @@ class EmbeddedModerator:
     Parameters
     ----------
     weights : a model folder: an exported cross-encoder (``model.onnx`` +
-        ``crossencoder.json``) or frozen-embedding heads (``prompt.npz`` + ``response.npz``).
-        Default: the shipped model of this backend.
+        ``crossencoder.json``), frozen-embedding heads (``prompt.npz`` + ``response.npz``) or
+        an ensemble of such folders (``ensemble.json``). Default: the shipped model of this backend.
     max_chunks : token windows read per text; longer texts are truncated and the result
         carries ``extras["truncated"] = True``.
     batch_size : windows per encoder call (default: the scorer's own; see

@@ -96,8 +96,9 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
         items = load_flexbench(flexbench, subset=mode, split="valid").items
         ids[mode], tiers[mode] = [it.id for it in items], np.array([it.tier.rank for it in items])
     oof = [member_oof_scores(m, ids, tiers, seed=seed) for m in members]
-    report: dict[str, Any] = {"config": {"members": [str(m) for m in members], "weights": weights, "flexbench": flexbench,
-                                         "seed": seed}, "cv": {}}
+    relative = [os.path.relpath(m, out_dir.resolve()) for m in members]  # portable: no machine paths in the card
+    report: dict[str, Any] = {"config": {"members": relative, "weights": weights, "flexbench": flexbench, "seed": seed},
+                              "cv": {}}
     knots = {}
     for mode in MODES:
         w, t = weights[mode], tiers[mode]
@@ -114,7 +115,38 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
                                         "spearman": round(ev.spearman, 4), "mean_score_by_tier": ev.mean_score_by_tier}
         knots[mode] = [round(float(x), 4) for x in (RUBRIC_CUTS if single else fit_knots(mixed, t))]
     out_dir.mkdir(parents=True, exist_ok=True)
-    EnsembleMeta([os.path.relpath(m, out_dir.resolve()) for m in members], weights, knots).save(out_dir)
+    EnsembleMeta(relative, weights, knots).save(out_dir)
     report["knots"] = knots
     (out_dir / "card.json").write_text(json.dumps(report, indent=2))
+    write_model_card(report, out_dir)
     return report
+
+
+def write_model_card(report: dict[str, Any], folder: Path) -> Path:
+    """MODEL_CARD.md of an ensemble: members, weights, knots and the CV table from its report."""
+    cfg = report["config"]
+    members = [Path(m).name for m in cfg["members"]]
+    lines = ["# flexguard embedded ensemble", "",
+             f"Weighted mean of the scores of {', '.join(f'`{m}`' for m in members)}, mapped onto the rubric scale by a "
+             "monotone piecewise-linear function whose knots (the mixed score values that become 20 / 40 / 60 / 80) are "
+             "the mix's best-F1 thresholds per cut on the members' out-of-fold FlexBench-R predictions. Nothing is "
+             "retrained; each member keeps its own model card.", "",
+             "| mode | weights | knots |", "|---|---|---|"]
+    lines += [f"| {m} | {', '.join(f'{n} {w:g}' for n, w in zip(members, cfg['weights'][m]))} | "
+              f"{', '.join(f'{k:.1f}' for k in report['knots'][m])} |" for m in MODES]
+    lines += ["", "Rebuild, from this folder: `flexguard train ensemble --out . --members " + " ".join(cfg["members"])
+              + f" --flexbench {cfg['flexbench']} --prompt-weights "
+              + " ".join(f"{w:g}" for w in cfg["weights"]["prompt"]) + " --response-weights "
+              + " ".join(f"{w:g}" for w in cfg["weights"]["response"]) + "`", "",
+              "## 5-fold cross-validation on flexbench_r (thresholds 20 / 40 / 60)", "",
+              "| mode | model | F1 strict | F1 moderate | F1 loose | avg F1 | worst F1 [95% CI] | spread | Spearman |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for mode, rows in report["cv"].items():
+        for name, r in rows.items():
+            ci = r.get("worst_f1_ci") or [float("nan")] * 2
+            lines.append(f"| {mode} | {name} | {r['f1_strict']:.3f} | {r['f1_moderate']:.3f} | {r['f1_loose']:.3f} | "
+                         f"{r['avg_f1']:.3f} | {r['worst_f1']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}] | {r['f1_spread']:.3f} | "
+                         f"{r['spearman']:.3f} |")
+    path = folder / "MODEL_CARD.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
