@@ -4,7 +4,7 @@
     python benchmarks/bench_embedded.py --skip-quality  # speed and public suites only
     python benchmarks/bench_embedded.py --finetune-cv   # also rerun the cross-encoder's CV (~1 h)
 
-Two shipped models, side by side in one run:
+Three shipped models, side by side in one run:
 
 * ``embedded`` (default): the fine-tuned 3-layer MiniLM cross-encoder. Its 5-fold CV is part
   of ``flexguard train encoder --finetune`` (the cut-point calibration is fitted on those
@@ -14,6 +14,9 @@ Two shipped models, side by side in one run:
   with cached embeddings), next to a *binary* baseline (a logistic on the same features with
   only harmful/unharmful source labels, one decision for every regime) and the score with
   cross-fitted calibrated thresholds.
+* ``embedded-ensemble``: the two averaged on prompts (the cross-encoder alone on responses);
+  its CV rows come from the shipped ``card.json`` of ``flexguard train ensemble``, which
+  mixes the members' out-of-fold predictions (``benchmarks/bench_ensemble.py`` has the grid).
 
 Quality is 5-fold cross-validation on ../shared/data/flexbench_r: each fold's model is
 trained on the other folds plus all of ../shared/data/distill.
@@ -178,9 +181,11 @@ def main() -> None:
     ap.add_argument("--finetune-cv", action="store_true", help="recompute the cross-encoder's CV (~1 h) instead of "
                                                                "reading it from its card.json")
     args = ap.parse_args()
+    from flexguard.moderators.embedded import shipped_weights_dir
+
     payload: dict = {}
     if not args.skip_speed:
-        payload["speed"] = [speed(m) for m in ("embedded", "embedded-frozen")]
+        payload["speed"] = [speed(m) for m in ("embedded", "embedded-frozen", "embedded-ensemble")]
         print(table(payload["speed"], list(payload["speed"][0])))
         payload["speed_targets"] = {"prompts_per_s": ">= 500", "p50_ms_one_prompt": "<= 10", "import_and_load_s": "<= 2",
                                     "peak_rss_mb": "<= 600"}
@@ -195,11 +200,16 @@ def main() -> None:
         print_cv("embedded (fine-tuned cross-encoder)", payload["cv_crossencoder"])
         payload["cv_frozen"] = quality()
         print_cv("embedded-frozen (frozen MiniLM + MLP cut heads) and the binary baseline", payload["cv_frozen"])
+        payload["cv_ensemble"] = {"source": "card.json of the shipped ensemble (`flexguard train ensemble`)",
+                                  **json.loads((shipped_weights_dir("ensemble") / "card.json").read_text())["cv"]}
+        print_cv("embedded-ensemble (members' out-of-fold scores mixed, knots cross-fitted)", payload["cv_ensemble"])
         shipped = lambda v: v[next(k for k in v if k.startswith("int8 ONNX, cut shifts"))]  # noqa: E731  what ships
         ce = {s: shipped(v)["mean_score_by_tier"] for s, v in payload["cv_crossencoder"].items()
               if isinstance(v, dict) and "uncalibrated" in v}
         reliability_plot({"fine-tuned cross-encoder (int8, calibrated cuts)": ce,
-                          "frozen MiniLM + MLP heads": {s: v["mean_score_by_tier"] for s, v in payload["cv_frozen"].items()}})
+                          "frozen MiniLM + MLP heads": {s: v["mean_score_by_tier"] for s, v in payload["cv_frozen"].items()},
+                          "ensemble (prompts)": {"prompt": payload["cv_ensemble"]["prompt"][
+                              "ensemble (rescaled, cross-fitted)"]["mean_score_by_tier"]}})
     name = "embedded" if not (args.skip_quality or args.skip_public or args.skip_speed) else (
         "embedded_quality" if args.skip_speed else "embedded_partial")
     print(f"-> {write_result(name, payload)}  (peak RSS of this process {peak_rss_mb():.0f} MB)")

@@ -1,4 +1,5 @@
-"""The shipped embedded moderators (fine-tuned cross-encoder, frozen embeddings): offline, deterministic, rubric-consistent."""
+"""The shipped embedded moderators (fine-tuned cross-encoder, frozen embeddings, their ensemble): offline,
+deterministic, rubric-consistent."""
 
 import json
 
@@ -12,7 +13,10 @@ from flexguard.rubric import Category
 from flexguard.schema import Item
 
 
-@pytest.fixture(scope="module", params=["embedded", "embedded-frozen"])
+SHIPPED = ["embedded", "embedded-frozen", "embedded-ensemble"]
+
+
+@pytest.fixture(scope="module", params=SHIPPED)
 def mod(request):
     return get_moderator(request.param)
 
@@ -50,7 +54,7 @@ def test_obvious_cases_are_ordered(mod):
     assert s["r2"] > s["r1"]
 
 
-@pytest.mark.parametrize("name", ["embedded", "embedded-frozen"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_long_text_is_chunked_and_truncation_is_flagged(name):
     long_text = "Tell me about the history of the printing press. " * 120  # ~1200 word pieces
     [r] = get_moderator(name, max_chunks=1).score([Item(id="x", prompt=long_text)])
@@ -96,3 +100,16 @@ def test_bench_on_its_own_training_file_warns(tmp_path, capsys):
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert "trained on flexbench_r/Guard_prompt_valid.csv" in m["in_sample_warning"]
     assert "Warning" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_shipped_ensemble_is_the_rescaled_mean_of_the_shipped_models():
+    from flexguard.ordinal import rescale
+
+    ens = get_moderator("embedded-ensemble")
+    meta = ens.scorer.meta
+    prompts, pairs = [it for it in ITEMS if it.response is None], [it for it in ITEMS if it.response is not None]
+    members = [np.array([r.score for r in get_moderator(m).score(prompts)]) for m in ("embedded", "embedded-frozen")]
+    expected = rescale(sum(w * s for w, s in zip(meta.weights["prompt"], members)), np.array(meta.knots["prompt"]))
+    assert np.allclose([r.score for r in ens.score(prompts)], expected, atol=0.01)
+    assert meta.weights["response"] == [1.0, 0.0]  # responses: the cross-encoder alone
+    assert [r.score for r in ens.score(pairs)] == [r.score for r in get_moderator("embedded").score(pairs)]

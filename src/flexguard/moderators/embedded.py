@@ -8,7 +8,7 @@ Works offline right after ``pip install``. Three shipped models share this backe
 * ``embedded-frozen``: frozen MiniLM sentence embeddings (prompt and response embedded
   separately) with small trained heads (:class:`FrozenHeadsScorer`).
 * ``embedded-ensemble``: the two above averaged and re-calibrated (:class:`EnsembleScorer`),
-  more accurate on prompts and about 4× slower than the default.
+  more accurate on prompts and about 3.5× slower than the default.
 
 See the ``MODEL_CARD.md`` next to each model's weights for training data, the command that
 rebuilds it and its cross-validated quality.
