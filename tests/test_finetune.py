@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from flexguard.cli import main
-from flexguard.crossencoder import CrossEncoderRuntime, encode_windows, pool_windows
+from flexguard.crossencoder import CrossEncoderRuntime, pool_windows
+from flexguard.embedding import encode_windows
 from flexguard.errors import ConfigError
 from flexguard.moderators import get_moderator
 from flexguard.rubric import Category, Tier

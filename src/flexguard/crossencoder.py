@@ -12,8 +12,9 @@ windows, a long response into windows that each carry the start of the prompt, u
 riskiest part decides), its category logits the mean. Beyond ``max_chunks`` windows the
 text is truncated and that is flagged per item.
 
-Training and ONNX export live in :mod:`flexguard.train.finetune`; :func:`encode_windows` is
-shared by both so the model sees the same token layout in training and at run time.
+Training and ONNX export live in :mod:`flexguard.train.finetune`; the windows come from
+:func:`flexguard.embedding.encode_windows` in both, so the model sees the same token layout in
+training and at run time.
 """
 
 from __future__ import annotations
@@ -26,67 +27,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .embedding import OnnxRunner, length_batches, load_minilm_tokenizer, pad_batch
+from .embedding import WINDOW, OnnxRunner, Windows, encode_windows, length_batches, load_minilm_tokenizer, pad_batch
 from .ordinal import N_CUTS, ScorerOutput, cumulative_from_logits, softmax
 
-CLS_ID, SEP_ID, UNK_ID = 101, 102, 100
-MAX_LEN = 256  # MiniLM's trained maximum sequence length, special tokens included
-PROMPT_CONTEXT = 64  # word pieces of the prompt kept in each window of a long response
 MODEL_FILE = "model.onnx"
 META_FILE = "crossencoder.json"
-
-
-@dataclass
-class Windows:
-    """Token windows of a batch of items, ready for the encoder."""
-
-    ids: list[list[int]]
-    types: list[list[int]]
-    owner: np.ndarray  # (n_windows,) index of the item each window belongs to
-    truncated: np.ndarray  # (n_items,) bool: text beyond max_chunks windows was dropped
-
-    @property
-    def n_chunks(self) -> np.ndarray:
-        return np.bincount(self.owner, minlength=len(self.truncated))
-
-
-def encode_windows(tokenizer, prompts: Sequence[str], responses: Sequence[str | None] | None = None, *,
-                   max_len: int = MAX_LEN, max_chunks: int = 8) -> Windows:
-    """Split items into ``[CLS] prompt [SEP]`` or ``[CLS] prompt [SEP] response [SEP]`` windows.
-
-    ``tokenizer`` is a ``tokenizers.Tokenizer`` with MiniLM's word-piece vocabulary; it must
-    not add special tokens, truncate or pad (this function does all three).
-    """
-    p_ids = [e.ids or [UNK_ID] for e in tokenizer.encode_batch(list(prompts), add_special_tokens=False)]
-    r_ids = None
-    if responses is not None:
-        r_ids = [e.ids or [UNK_ID] for e in tokenizer.encode_batch([r or "" for r in responses], add_special_tokens=False)]
-    ids, types, owner = [], [], []
-    truncated = np.zeros(len(p_ids), bool)
-    for i, p in enumerate(p_ids):
-        if r_ids is None:
-            body = max_len - 2
-            chunks = [p[k:k + body] for k in range(0, len(p), body)]
-            pieces = [([CLS_ID, *c, SEP_ID], [0] * (len(c) + 2)) for c in chunks]
-        else:
-            r = r_ids[i]
-            room = max_len - 3
-            if len(p) + len(r) <= room:
-                keep = p
-            else:  # the response gets the room; the prompt keeps what is left, at least its start
-                keep = p[:max(room - len(r), min(PROMPT_CONTEXT, room // 2))]
-            body = room - len(keep)
-            chunks = [r[k:k + body] for k in range(0, len(r), body)]
-            head = [CLS_ID, *keep, SEP_ID]
-            pieces = [(head + c + [SEP_ID], [0] * len(head) + [1] * (len(c) + 1)) for c in chunks]
-        if len(pieces) > max_chunks:
-            truncated[i] = True
-            pieces = pieces[:max_chunks]
-        for w, t in pieces:
-            ids.append(w)
-            types.append(t)
-            owner.append(i)
-    return Windows(ids, types, np.asarray(owner, dtype=np.int64), truncated)
 
 
 def pool_windows(cut_logits: np.ndarray, cat_logits: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +50,7 @@ class CrossEncoderMeta:
 
     categories: tuple[str, ...]
     cut_shift: dict[str, list[float]] = field(default_factory=dict)  # per mode; a missing mode is unshifted
-    max_len: int = MAX_LEN
+    max_len: int = WINDOW
     layers: int = 6
     base_model: str = ""
     quantized: bool = True

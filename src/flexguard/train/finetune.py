@@ -33,8 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..crossencoder import MAX_LEN, MODEL_FILE, CrossEncoderMeta, encode_windows, pool_windows
-from ..embedding import length_batches, pad_batch
+from ..crossencoder import MODEL_FILE, CrossEncoderMeta, pool_windows
+from ..embedding import WINDOW, encode_windows, length_batches, pad_batch
 from ..errors import ConfigError, DataError
 from ..ordinal import N_CUTS, cumulative_from_logits, cumulative_to_score
 from ..rubric import CATEGORY_NAMES
@@ -65,7 +65,7 @@ class FinetuneConfig:
     base: str | None = field(default=None, metadata={"help": "HF model id or folder; unset: all-MiniLM-L6-v2 from PyPI"})
     layers: int | None = field(default=3, metadata={
         "help": "keep only the first N transformer layers: 3 of MiniLM's 6 halve training and scoring time"})
-    max_len: int = field(default=MAX_LEN, metadata={"help": "word pieces per window"})
+    max_len: int = field(default=WINDOW, metadata={"help": "word pieces per window"})
     epochs: float = 2.0
     batch_size: int = 16
     lr: float = field(default=8e-5, metadata={"help": "peak learning rate (linear warm-up and decay)"})
@@ -237,7 +237,7 @@ def fit(items: Sequence[Item], weights: Sequence[float], cfg: FinetuneConfig, *,
     return model.eval()
 
 
-def torch_logits(model, items: Sequence[Item], *, max_len: int = MAX_LEN, max_chunks: int = 8,
+def torch_logits(model, items: Sequence[Item], *, max_len: int = WINDOW, max_chunks: int = 8,
                  batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Per-item (cut, category) logits of a torch model, windowed and pooled exactly as at run time."""
     torch, _ = _torch_modules()
