@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .rubric import TIER_CUTS
+
 N_CUTS = 4
 
 
@@ -53,9 +55,6 @@ def cumulative_from_logits(cut_logits: np.ndarray) -> np.ndarray:
     return monotone(_sigmoid(np.asarray(cut_logits, float)))
 
 
-RUBRIC_CUTS = 20.0 * np.arange(1, N_CUTS + 1)  # 20, 40, 60, 80: where each tier starts
-
-
 def score_to_cumulative(scores: np.ndarray) -> np.ndarray:
     """The exact inverse of :func:`cumulative_to_score`: (n,) scores → (n, 4) monotone ``P(tier ≥ k)``.
 
@@ -64,16 +63,16 @@ def score_to_cumulative(scores: np.ndarray) -> np.ndarray:
            [0.75, 0.25, 0.  , 0.  ],
            [1.  , 1.  , 1.  , 1.  ]])
     """
-    return np.clip(0.5 + (np.asarray(scores, float)[:, None] - RUBRIC_CUTS) / 40.0, 0.0, 1.0)
+    return np.clip(0.5 + (np.asarray(scores, float)[:, None] - TIER_CUTS) / 40.0, 0.0, 1.0)
 
 
 def rescale(scores: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """Monotone piecewise-linear map of scores onto the rubric scale: ``knots[k]`` → ``RUBRIC_CUTS[k]``.
+    """Monotone piecewise-linear map of scores onto the rubric scale: ``knots[k]`` → ``TIER_CUTS[k]``.
 
     With the knots at a score's out-of-fold best thresholds per cut, 20 / 40 / 60 / 80 become
     that score's decision points, so the rubric's default thresholds apply to the result.
     """
-    return np.interp(np.asarray(scores, float), np.r_[0.0, knots, 100.0], np.r_[0.0, RUBRIC_CUTS, 100.0])
+    return np.interp(np.asarray(scores, float), np.r_[0.0, knots, 100.0], np.r_[0.0, TIER_CUTS, 100.0])
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

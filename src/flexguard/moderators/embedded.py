@@ -27,8 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from ..ordinal import RUBRIC_CUTS, OrdinalHeads, ScorerOutput, cumulative_to_score, rescale, score_to_cumulative
-from ..rubric import Category
+from ..ordinal import OrdinalHeads, ScorerOutput, cumulative_to_score, rescale, score_to_cumulative
+from ..rubric import TIER_CUTS, Category
 from ..schema import Item, ModerationResult
 
 SAFE_MAX = 20.0  # BENIGN band: the category is SAFE there, by the rubric
@@ -96,7 +96,7 @@ class EnsembleMeta:
                 raise ConfigError(f"ensemble weights for {mode} must be {len(self.members)} non-negative numbers "
                                   f"summing to 1, got {w}")
             k = self.knots.get(mode, [])
-            if len(k) != len(RUBRIC_CUTS) or not (0 < k[0] and all(a < b for a, b in zip(k, k[1:])) and k[-1] < 100):
+            if len(k) != len(TIER_CUTS) or not (0 < k[0] and all(a < b for a, b in zip(k, k[1:])) and k[-1] < 100):
                 raise ConfigError(f"ensemble knots for {mode} must be 4 increasing scores inside 0-100, got {k}")
 
     @classmethod

@@ -22,7 +22,8 @@ from ..data import load_flexbench
 from ..errors import ConfigError, DataError
 from ..moderators.embedded import EnsembleMeta
 from ..metrics import best_f1_threshold
-from ..ordinal import RUBRIC_CUTS, rescale
+from ..ordinal import rescale
+from ..rubric import TIER_CUTS
 from .encoder import OOF_FILE, stratified_folds
 from .finetune import cross_fitted_scores, scores_from_logits
 
@@ -68,7 +69,7 @@ def fit_knots(scores: np.ndarray, tiers: np.ndarray) -> np.ndarray:
     These become the knots of :func:`flexguard.ordinal.rescale`: the calibrated score crosses
     20 / 40 / 60 / 80 exactly where the mix best separates the tiers.
     """
-    knots = np.array([best_f1_threshold(scores, tiers > k)[0] for k in range(len(RUBRIC_CUTS))])
+    knots = np.array([best_f1_threshold(scores, tiers > k)[0] for k in range(len(TIER_CUTS))])
     knots = np.clip(np.maximum.accumulate(knots), 0.01, 99.99)  # rescale needs 0 < k1 < … < k4 < 100
     return knots + 1e-3 * np.arange(len(knots))
 
@@ -90,7 +91,7 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
     members = [Path(m).resolve() for m in members]
     if len(members) < 2:
         raise ConfigError("an ensemble needs at least two member folders")
-    EnsembleMeta([str(m) for m in members], weights, {m: list(RUBRIC_CUTS) for m in MODES})  # validates the weights
+    EnsembleMeta([str(m) for m in members], weights, {m: list(TIER_CUTS) for m in MODES})  # validates the weights
     ids, tiers = {}, {}
     for mode in MODES:
         items = load_flexbench(flexbench, subset=mode, split="valid").items
@@ -113,7 +114,7 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
                                         "avg_f1": round(ev.avg_f1, 4), "worst_f1": round(ev.worst_f1, 4),
                                         "worst_f1_ci": ev.ci.get("worst_f1"), "f1_spread": round(ev.f1_spread, 4),
                                         "spearman": round(ev.spearman, 4), "mean_score_by_tier": ev.mean_score_by_tier}
-        knots[mode] = [round(float(x), 4) for x in (RUBRIC_CUTS if single else fit_knots(mixed, t))]
+        knots[mode] = [round(float(x), 4) for x in (TIER_CUTS if single else fit_knots(mixed, t))]
     out_dir.mkdir(parents=True, exist_ok=True)
     EnsembleMeta(relative, weights, knots).save(out_dir)
     report["knots"] = knots
