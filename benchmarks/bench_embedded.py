@@ -61,12 +61,7 @@ def quality(seed: int = 0) -> dict:
         variants["risk scorer, calibrated thresholds (cross-fitted)"] = evaluate(oof["score"], fb.tiers, decisions=flags,
                                                                                  n_boot=1000, seed=seed)
         unsafe = fb.tiers > 0
-        out[subset] = {
-            name: {**{f"f1_{r}": round(m.f1, 4) for r, m in ev.regimes.items()}, "avg_f1": round(ev.avg_f1, 4),
-                   "worst_f1": round(ev.worst_f1, 4), "worst_f1_ci": ev.ci.get("worst_f1"), "f1_spread": round(ev.f1_spread, 4),
-                   "spearman": None if ev.spearman is None else round(ev.spearman, 4)}
-            for name, ev in variants.items()
-        }
+        out[subset] = {name: ev.summary(4) for name, ev in variants.items()}
         out[subset]["category_accuracy_on_unsafe"] = round(float(np.mean(oof["category"][unsafe] == fb.cats[unsafe])), 4)
         out[subset]["mean_score_by_tier"] = variants["risk scorer (thresholds 20/40/60)"].mean_score_by_tier
         out[subset]["cv_seconds"] = round(time.perf_counter() - t0, 1)

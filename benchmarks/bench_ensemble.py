@@ -43,9 +43,7 @@ def main() -> None:
             # a member alone keeps its own calibration; a mix is rescaled with cross-fitted knots
             scores = mixed if w in (0.0, 1.0) else cross_fitted_rescale(mixed, tiers[mode], seed=args.seed)
             ev = evaluate(scores, tiers[mode], n_boot=1000, seed=args.seed)
-            rows.append({"subset": mode, "w_crossencoder": w, **{f"f1_{r}": round(m.f1, 4) for r, m in ev.regimes.items()},
-                         "avg_f1": round(ev.avg_f1, 4), "worst_f1": round(ev.worst_f1, 4), "worst_f1_ci": ev.ci["worst_f1"],
-                         "f1_spread": round(ev.f1_spread, 4), "spearman": round(ev.spearman, 4)})
+            rows.append({"subset": mode, "w_crossencoder": w, **ev.summary(4)})
     print(table(rows, ["subset", "w_crossencoder", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1",
                        "f1_spread", "spearman"]))
     print(f"-> {write_result('ensemble', {'rows': rows})}")

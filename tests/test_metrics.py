@@ -111,3 +111,13 @@ def test_bad_inputs():
 def test_binary_metrics_single_class_has_no_auroc():
     m = binary_metrics(np.zeros(3, bool), np.zeros(3, bool), np.arange(3.0))
     assert m.auroc is None and m.f1 == 0.0
+
+
+def test_summary_is_the_flat_headline_row():
+    ev = evaluate(SCORES, TIERS, n_boot=50, seed=1)
+    row = ev.summary(4)
+    assert list(row) == ["f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "worst_f1_ci", "f1_spread", "spearman"]
+    assert row["worst_f1"] == round(ev.worst_f1, 4) and row["worst_f1_ci"] == ev.ci["worst_f1"]
+    assert ev.summary()["avg_f1"] == ev.avg_f1  # unrounded by default
+    binary = evaluate([None] * len(TIERS), TIERS, flagged=np.array(TIERS) >= 2, n_boot=0).summary(4)
+    assert binary["spearman"] is None and "worst_f1_ci" not in binary

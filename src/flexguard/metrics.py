@@ -137,12 +137,17 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def summary(self) -> dict[str, float]:
-        """The headline numbers, flat: per-regime F1, avg, worst, spread, Spearman."""
-        out = {f"f1_{r}": m.f1 for r, m in self.regimes.items()}
-        out.update(avg_f1=self.avg_f1, worst_f1=self.worst_f1, f1_spread=self.f1_spread)
-        if self.spearman is not None:
-            out["spearman"] = self.spearman
+    def summary(self, digits: int | None = None) -> dict[str, Any]:
+        """The headline numbers, flat: per-regime F1, avg, worst (with its bootstrap interval when
+        computed), spread, Spearman (None when undefined); ``digits`` rounds them for reports."""
+        def r(v: float | None) -> float | None:
+            return v if digits is None or v is None else round(v, digits)
+
+        out: dict[str, Any] = {f"f1_{name}": r(m.f1) for name, m in self.regimes.items()}
+        out.update(avg_f1=r(self.avg_f1), worst_f1=r(self.worst_f1))
+        if "worst_f1" in self.ci:
+            out["worst_f1_ci"] = self.ci["worst_f1"]
+        out.update(f1_spread=r(self.f1_spread), spearman=r(self.spearman))
         return out
 
 

@@ -280,9 +280,7 @@ def cv_summary(fb: Split, oof: dict[str, np.ndarray]) -> dict[str, Any]:
     for name, kw in (("risk_scorer", {"scores": oof["score"]}), ("risk_scorer_uncalibrated", {"scores": oof["score_uncal"]}),
                      ("binary_baseline", {"scores": [None] * len(fb.tiers), "flagged": oof["binary"]})):
         ev = evaluate(kw.pop("scores"), fb.tiers, n_boot=0, **kw)
-        res[name] = {**{f"f1_{r}": round(m.f1, 4) for r, m in ev.regimes.items()},
-                     "avg_f1": round(ev.avg_f1, 4), "worst_f1": round(ev.worst_f1, 4), "f1_spread": round(ev.f1_spread, 4),
-                     "spearman": None if ev.spearman is None else round(ev.spearman, 4)}
+        res[name] = ev.summary(4)
     mask = fb.tiers > 0
     res["risk_scorer"]["category_accuracy_unsafe"] = round(float(np.mean(oof["category"][mask] == fb.cats[mask])), 4)
     return res

@@ -110,10 +110,7 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
         report["cv"][mode] = {}
         for name, scores in rows.items():
             ev = evaluate(scores, t, n_boot=1000, seed=seed)
-            report["cv"][mode][name] = {**{f"f1_{r}": round(m.f1, 4) for r, m in ev.regimes.items()},
-                                        "avg_f1": round(ev.avg_f1, 4), "worst_f1": round(ev.worst_f1, 4),
-                                        "worst_f1_ci": ev.ci.get("worst_f1"), "f1_spread": round(ev.f1_spread, 4),
-                                        "spearman": round(ev.spearman, 4), "mean_score_by_tier": ev.mean_score_by_tier}
+            report["cv"][mode][name] = {**ev.summary(4), "mean_score_by_tier": ev.mean_score_by_tier}
         knots[mode] = [round(float(x), 4) for x in (TIER_CUTS if single else fit_knots(mixed, t))]
     out_dir.mkdir(parents=True, exist_ok=True)
     EnsembleMeta(relative, weights, knots).save(out_dir)

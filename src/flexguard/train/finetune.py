@@ -400,11 +400,7 @@ def cv_report(cv: CVResult, how: str, *, seed: int = 0) -> dict[str, Any]:
         out[s] = {}
         for name, scores in variants.items():
             ev = evaluate(scores, tiers, n_boot=1000, seed=seed)
-            out[s][name] = {**{f"f1_{r}": round(m.f1, 4) for r, m in ev.regimes.items()}, "avg_f1": round(ev.avg_f1, 4),
-                            "worst_f1": round(ev.worst_f1, 4), "worst_f1_ci": ev.ci.get("worst_f1"),
-                            "f1_spread": round(ev.f1_spread, 4),
-                            "spearman": None if ev.spearman is None else round(ev.spearman, 4),
-                            "mean_score_by_tier": ev.mean_score_by_tier}
+            out[s][name] = {**ev.summary(4), "mean_score_by_tier": ev.mean_score_by_tier}
         unsafe = tiers > 0
         harm_logits = cv.cat[s].copy()
         harm_logits[:, CATEGORY_NAMES.index("SAFE")] = -np.inf  # an unsafe item's category is a harm category
