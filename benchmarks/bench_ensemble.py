@@ -15,34 +15,28 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from _common import DATA, table, write_result
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # weight of the cross-encoder
 
 
 def main() -> None:
-    from flexguard.data import load_flexbench
     from flexguard.metrics import evaluate
     from flexguard.moderators.embedded import shipped_weights_dir
-    from flexguard.train.ensemble import MODES, cross_fitted_rescale, member_oof_scores, mix
+    from flexguard.train.ensemble import MODES, flexbench_labels, honest_scores, member_oof_scores, mix
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    ids, tiers = {}, {}
-    for mode in MODES:
-        items = load_flexbench(DATA / "flexbench_r", subset=mode, split="valid").items
-        ids[mode], tiers[mode] = [it.id for it in items], np.array([it.tier.rank for it in items])
+    ids, tiers = flexbench_labels(str(DATA / "flexbench_r"))
     ce, frozen = (member_oof_scores(shipped_weights_dir(m), ids, tiers, seed=args.seed) for m in ("crossencoder", "embedded"))
     rows = []
     for mode in MODES:
         for w in WEIGHTS:
             mixed = mix([ce[mode], frozen[mode]], [w, 1 - w])
             # a member alone keeps its own calibration; a mix is rescaled with cross-fitted knots
-            scores = mixed if w in (0.0, 1.0) else cross_fitted_rescale(mixed, tiers[mode], seed=args.seed)
-            ev = evaluate(scores, tiers[mode], n_boot=1000, seed=args.seed)
+            ev = evaluate(honest_scores(mixed, tiers[mode], [w, 1 - w], seed=args.seed), tiers[mode], n_boot=1000,
+                          seed=args.seed)
             rows.append({"subset": mode, "w_crossencoder": w, **ev.summary(4)})
     print(table(rows, ["subset", "w_crossencoder", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1",
                        "f1_spread", "spearman"]))

@@ -211,9 +211,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
     calibration = {"cut_calibration": args.cut_calibration} if args.cut_calibration else {}
     if args.finetune:
         from .moderators.embedded import shipped_weights_dir
-        from .train.finetune import FinetuneConfig, train_crossencoder
-
-        from .train.finetune import FINETUNE_CLI_OPTIONS
+        from .train.finetune import FINETUNE_CLI_OPTIONS, FinetuneConfig, train_crossencoder
 
         chosen = {k: getattr(args, k) for k in FINETUNE_CLI_OPTIONS if getattr(args, k) is not None}
         cfg = FinetuneConfig(flexbench=args.flexbench, distill=args.distill, seed=args.seed, **chosen, **calibration)

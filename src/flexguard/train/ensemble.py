@@ -82,6 +82,25 @@ def cross_fitted_rescale(scores: np.ndarray, tiers: np.ndarray, *, folds: int = 
     return out
 
 
+def single_member(weights: Sequence[float]) -> bool:
+    """One member carries all the weight: the mix is that member, already calibrated, and is not rescaled."""
+    return max(weights) == 1.0
+
+
+def honest_scores(mixed: np.ndarray, tiers: np.ndarray, weights: Sequence[float], *, seed: int = 0) -> np.ndarray:
+    """A mix's out-of-fold calibrated scores, as its CV row reports them."""
+    return mixed if single_member(weights) else cross_fitted_rescale(mixed, tiers, seed=seed)
+
+
+def flexbench_labels(flexbench: str) -> tuple[dict[str, list[str]], dict[str, np.ndarray]]:
+    """Item ids and gold tier ranks per mode of FlexBench-R valid: what out-of-fold files are keyed by."""
+    ids, tiers = {}, {}
+    for mode in MODES:
+        items = load_flexbench(flexbench, subset=mode, split="valid").items
+        ids[mode], tiers[mode] = [it.id for it in items], np.array([it.tier.rank for it in items])
+    return ids, tiers
+
+
 def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]], flexbench: str, out_dir: str | Path,
                    *, seed: int = 0) -> dict[str, Any]:
     """Fit and save an ensemble (``ensemble.json`` + ``card.json`` with its CV report and the members')."""
@@ -92,10 +111,7 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
     if len(members) < 2:
         raise ConfigError("an ensemble needs at least two member folders")
     EnsembleMeta([str(m) for m in members], weights, {m: list(TIER_CUTS) for m in MODES})  # validates the weights
-    ids, tiers = {}, {}
-    for mode in MODES:
-        items = load_flexbench(flexbench, subset=mode, split="valid").items
-        ids[mode], tiers[mode] = [it.id for it in items], np.array([it.tier.rank for it in items])
+    ids, tiers = flexbench_labels(flexbench)
     oof = [member_oof_scores(m, ids, tiers, seed=seed) for m in members]
     relative = [os.path.relpath(m, out_dir.resolve()) for m in members]  # portable: no machine paths in the card
     report: dict[str, Any] = {"config": {"members": relative, "weights": weights, "flexbench": flexbench, "seed": seed},
@@ -104,14 +120,13 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
     for mode in MODES:
         w, t = weights[mode], tiers[mode]
         mixed = mix([o[mode] for o in oof], w)
-        single = max(w) == 1.0  # one member carries all the weight: it is calibrated already
         rows = {f"member {m.name}": o[mode] for m, o in zip(members, oof)}
-        rows["ensemble (rescaled, cross-fitted)"] = mixed if single else cross_fitted_rescale(mixed, t, seed=seed)
+        rows["ensemble (rescaled, cross-fitted)"] = honest_scores(mixed, t, w, seed=seed)
         report["cv"][mode] = {}
         for name, scores in rows.items():
             ev = evaluate(scores, t, n_boot=1000, seed=seed)
             report["cv"][mode][name] = {**ev.summary(4), "mean_score_by_tier": ev.mean_score_by_tier}
-        knots[mode] = [round(float(x), 4) for x in (TIER_CUTS if single else fit_knots(mixed, t))]
+        knots[mode] = [round(float(x), 4) for x in (TIER_CUTS if single_member(w) else fit_knots(mixed, t))]
     out_dir.mkdir(parents=True, exist_ok=True)
     EnsembleMeta(relative, weights, knots).save(out_dir)
     report["knots"] = knots
