@@ -13,7 +13,7 @@ from flexguard.embedding import encode_windows
 from flexguard.errors import ConfigError
 from flexguard.moderators import get_moderator
 from flexguard.rubric import Category, Tier
-from flexguard.schema import Item
+from flexguard.schema import Item, split_by_mode
 from flexguard.train.finetune import (FinetuneConfig, _meta, cross_fitted_scores, export_onnx, fit, fit_cut_shifts,
                                       torch_logits)
 
@@ -82,10 +82,8 @@ def test_export_int8_and_fp32_match_torch(tiny_base, tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == ["crossencoder.json", "model.onnx"]  # no fp32 leftovers
         rt = CrossEncoderRuntime(folder)
         got = np.zeros_like(ref)
-        for mode in ("prompt", "response"):
-            idx = [k for k, it in enumerate(items) if it.mode == mode]
-            w = encode_windows(rt.tokenizer, [items[k].prompt for k in idx],
-                               [items[k].response for k in idx] if mode == "response" else None, max_len=64)
+        for idx, prompts, responses in split_by_mode(items):
+            w = encode_windows(rt.tokenizer, prompts, responses, max_len=64)
             got[idx] = pool_windows(*rt.logits(w), w.owner, len(idx))[0]
         if tol:
             assert np.abs(got - ref).max() < tol

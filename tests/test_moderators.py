@@ -57,3 +57,11 @@ def test_predictions_errors(tmp_path, record, match):
 def test_predictions_needs_a_file():
     with pytest.raises(ConfigError, match="needs a file"):
         get_moderator("predictions")
+
+
+def test_split_by_mode_groups_prompts_and_pairs():
+    from flexguard.schema import Item, split_by_mode
+
+    items = [Item(id="a", prompt="p1"), Item(id="b", prompt="p2", response="r2"), Item(id="c", prompt="p3")]
+    assert list(split_by_mode(items)) == [([0, 2], ["p1", "p3"], None), ([1], ["p2"], ["r2"])]
+    assert list(split_by_mode([])) == []

@@ -10,7 +10,7 @@ import os
 import platform
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterator, Literal, Sequence
 
 from .rubric import Category, Regime, Tier, score_to_tier
 
@@ -39,6 +39,18 @@ class Item:
     @property
     def mode(self) -> Mode:
         return "prompt" if self.response is None else "response"
+
+
+def split_by_mode(items: Sequence[Item]) -> Iterator[tuple[list[int], list[str], list[str | None] | None]]:
+    """Per moderation mode present in ``items``: their indices, prompts, and responses (``None`` for prompts).
+
+    Encoder scorers read prompts and prompt+response pairs differently (windows, heads), so they
+    run each mode as its own batch and put results back by index.
+    """
+    for mode in ("prompt", "response"):
+        idx = [k for k, it in enumerate(items) if it.mode == mode]
+        if idx:
+            yield idx, [items[k].prompt for k in idx], [items[k].response for k in idx] if mode == "response" else None
 
 
 @dataclass(frozen=True, slots=True)

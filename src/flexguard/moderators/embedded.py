@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..ordinal import OrdinalHeads, ScorerOutput, cumulative_to_score, rescale, score_to_cumulative
 from ..rubric import TIER_CUTS, Category
-from ..schema import Item, ModerationResult
+from ..schema import Item, ModerationResult, split_by_mode
 
 SAFE_MAX = 20.0  # BENIGN band: the category is SAFE there, by the rubric
 
@@ -212,12 +212,8 @@ class EmbeddedModerator:
     def score(self, items: Sequence[Item]) -> list[ModerationResult]:
         t0 = time.perf_counter()
         out: list[ModerationResult | None] = [None] * len(items)
-        for mode in ("prompt", "response"):
-            idx = [k for k, it in enumerate(items) if it.mode == mode]
-            if not idx:
-                continue
-            pred = self.scorer.predict([items[k].prompt for k in idx],
-                                       [items[k].response for k in idx] if mode == "response" else None)
+        for idx, prompts, responses in split_by_mode(items):
+            pred = self.scorer.predict(prompts, responses)
             scores = cumulative_to_score(pred.cumulative)
             for j, k in enumerate(idx):
                 probs = {c: round(float(p), 4) for c, p in zip(pred.categories, pred.category_proba[j])}

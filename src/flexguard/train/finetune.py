@@ -38,7 +38,7 @@ from ..embedding import WINDOW, encode_windows, length_batches, pad_batch
 from ..errors import ConfigError, DataError
 from ..ordinal import N_CUTS, cumulative_from_logits, cumulative_to_score
 from ..rubric import CATEGORY_NAMES
-from ..schema import Item
+from ..schema import Item, split_by_mode
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +187,8 @@ def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, m
     if any(it.tier is None for it in items):
         raise DataError("fine-tuning needs a tier (severity or risk score) on every training item")
     ids, types, order = [], [], []
-    for mode in ("prompt", "response"):
-        idx = [k for k, it in enumerate(items) if it.mode == mode]
-        if not idx:
-            continue
-        w = encode_windows(tokenizer, [items[k].prompt for k in idx],
-                           [items[k].response for k in idx] if mode == "response" else None, max_len=max_len, max_chunks=1)
+    for idx, prompts, responses in split_by_mode(items):
+        w = encode_windows(tokenizer, prompts, responses, max_len=max_len, max_chunks=1)
         ids += w.ids
         types += w.types
         order += idx
@@ -246,13 +242,8 @@ def torch_logits(model, items: Sequence[Item], *, max_len: int = WINDOW, max_chu
     tok = load_minilm_tokenizer()
     cut = np.zeros((len(items), N_CUTS))
     cat = np.zeros((len(items), len(CATEGORY_NAMES)))
-    for mode in ("prompt", "response"):
-        idx = [k for k, it in enumerate(items) if it.mode == mode]
-        if not idx:
-            continue
-        w = encode_windows(tok, [items[k].prompt for k in idx],
-                           [items[k].response for k in idx] if mode == "response" else None,
-                           max_len=max_len, max_chunks=max_chunks)
+    for idx, prompts, responses in split_by_mode(items):
+        w = encode_windows(tok, prompts, responses, max_len=max_len, max_chunks=max_chunks)
         wc = np.zeros((len(w.ids), N_CUTS), np.float32)
         wk = np.zeros((len(w.ids), len(CATEGORY_NAMES)), np.float32)
         with torch.inference_mode():
