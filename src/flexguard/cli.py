@@ -235,10 +235,9 @@ def cmd_train_ensemble(args: argparse.Namespace) -> int:
     from .train.ensemble import train_ensemble
 
     members = args.members or [shipped_weights_dir("crossencoder"), shipped_weights_dir("embedded")]
-    weights = {"prompt": args.prompt_weights or [1.0 / len(members)] * len(members),
-               "response": args.response_weights or [1.0] + [0.0] * (len(members) - 1)}
+    weights = {"prompt": args.prompt_weights, "response": args.response_weights}
     out = args.out or shipped_weights_dir("ensemble")
-    report = train_ensemble(members, weights, args.flexbench, out, seed=args.seed)
+    report = train_ensemble(members, weights, args.flexbench, out, step=args.weight_step, seed=args.seed)
     print(json.dumps(report, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0
@@ -399,10 +398,11 @@ def make_parser() -> argparse.ArgumentParser:
                                           "out-of-fold predictions (default: the shipped cross-encoder + frozen heads)")
     tn.add_argument("--members", nargs="+", default=None, help="model folders written by 'flexguard train encoder'")
     tn.add_argument("--prompt-weights", nargs="+", type=float, default=None,
-                    help="one weight per member for prompts, summing to 1 (default: equal)")
+                    help="one weight per member for prompts, summing to 1 (default: chosen by out-of-fold "
+                         "worst-case F1 from a grid, with a nested CV estimate in the report)")
     tn.add_argument("--response-weights", nargs="+", type=float, default=None,
-                    help="one weight per member for responses (default: the first member alone; CV showed no "
-                         "clear gain from mixing on responses)")
+                    help="one weight per member for responses (default: chosen like the prompt weights)")
+    tn.add_argument("--weight-step", type=float, default=0.25, help="grid step of the weight search")
     tn.add_argument("--flexbench", default="../shared/data/flexbench_r")
     tn.add_argument("--out", default=None, help="output folder (default: the package's shipped ensemble)")
     tn.add_argument("--seed", type=int, default=0)

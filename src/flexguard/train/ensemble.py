@@ -3,14 +3,20 @@
 ``flexguard train ensemble`` mixes the scores of trained model folders (by default the shipped
 cross-encoder and frozen-embedding heads) with per-mode weights, and fits the mixed score's
 calibration on the members' *out-of-fold* FlexBench-R predictions (the ``cv_oof.json``
-every ``flexguard train encoder`` run writes). Both trainings use the same outer folds, so every
+every ``flexguard train encoder`` run writes). All trainings use the same outer folds, so every
 prediction of an item comes from models that never saw it. The mix is mapped onto the rubric
 scale by a monotone piecewise-linear function whose knots are its best thresholds per cut
 (:func:`fit_knots`); the ensemble's own CV row cross-fits those knots.
+
+Weights not given are chosen from a grid by the same out-of-fold worst-case F1
+(:func:`select_weights`). Choosing on the data that then reports the result is optimistic, so
+the report adds a nested row (:func:`selected_in_cv`): each fold scored with weights and knots
+chosen on the other folds only.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -92,6 +98,41 @@ def honest_scores(mixed: np.ndarray, tiers: np.ndarray, weights: Sequence[float]
     return mixed if single_member(weights) else cross_fitted_rescale(mixed, tiers, seed=seed)
 
 
+def weight_grid(n: int, step: float = 0.25) -> list[tuple[float, ...]]:
+    """Every weight vector of ``n`` members on a grid of ``step`` (1/step must be whole) that sums to 1."""
+    if n < 2 or not 0 < step <= 1 or abs(round(1 / step) * step - 1) > 1e-9:
+        raise ConfigError(f"a weight grid needs >= 2 members and a step dividing 1, got n={n}, step={step}")
+    k = round(1 / step)
+    return [tuple(c / k for c in combo) for combo in itertools.product(range(k + 1), repeat=n) if sum(combo) == k]
+
+
+def worst_case_f1(scores: np.ndarray, tiers: np.ndarray) -> float:
+    from ..metrics import evaluate
+
+    return evaluate(scores, tiers, n_boot=0).worst_f1
+
+
+def select_weights(members: Sequence[np.ndarray], tiers: np.ndarray, grid: Sequence[tuple[float, ...]], *,
+                   seed: int = 0) -> tuple[float, ...]:
+    """The grid weights whose mix has the best out-of-fold worst-case F1 (knots cross-fitted)."""
+    return max(grid, key=lambda w: worst_case_f1(honest_scores(mix(members, w), tiers, w, seed=seed), tiers))
+
+
+def selected_in_cv(members: Sequence[np.ndarray], tiers: np.ndarray, grid: Sequence[tuple[float, ...]], *,
+                   folds: int = 5, seed: int = 0) -> tuple[np.ndarray, list[tuple[float, ...]]]:
+    """Honest scores of the whole recipe: per fold, weights and knots chosen on the other folds only.
+
+    Returns the scores and the weights each fold chose (their spread shows how stable the choice is).
+    """
+    out, chosen = np.zeros(len(tiers)), []
+    for tr, te in stratified_folds(tiers, folds, seed):
+        w = select_weights([m[tr] for m in members], tiers[tr], grid, seed=seed)
+        held = mix([m[te] for m in members], w)
+        out[te] = held if single_member(w) else rescale(held, fit_knots(mix([m[tr] for m in members], w), tiers[tr]))
+        chosen.append(w)
+    return out, chosen
+
+
 def flexbench_labels(flexbench: str) -> tuple[dict[str, list[str]], dict[str, np.ndarray]]:
     """Item ids and gold tier ranks per mode of FlexBench-R valid: what out-of-fold files are keyed by."""
     ids, tiers = {}, {}
@@ -101,34 +142,47 @@ def flexbench_labels(flexbench: str) -> tuple[dict[str, list[str]], dict[str, np
     return ids, tiers
 
 
-def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]], flexbench: str, out_dir: str | Path,
-                   *, seed: int = 0) -> dict[str, Any]:
-    """Fit and save an ensemble (``ensemble.json`` + ``card.json`` with its CV report and the members')."""
+def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float] | None], flexbench: str,
+                   out_dir: str | Path, *, step: float = 0.25, seed: int = 0) -> dict[str, Any]:
+    """Fit and save an ensemble (``ensemble.json`` + ``card.json`` with its CV report and the members').
+
+    ``weights[mode]`` None: chosen from :func:`weight_grid` (``step``) by :func:`select_weights`,
+    and the report gets the nested row of :func:`selected_in_cv` for that mode.
+    """
     from ..metrics import evaluate
 
     out_dir = Path(out_dir)
     members = [Path(m).resolve() for m in members]
     if len(members) < 2:
         raise ConfigError("an ensemble needs at least two member folders")
-    EnsembleMeta([str(m) for m in members], weights, {m: list(TIER_CUTS) for m in MODES})  # validates the weights
+    search = [m for m in MODES if weights.get(m) is None]
+    grid = weight_grid(len(members), step) if search else []
+    equal = [1 / len(members)] * len(members)  # stands in for searched modes while validating the given ones
+    EnsembleMeta([str(m) for m in members], {m: weights.get(m) or equal for m in MODES},
+                 {m: list(TIER_CUTS) for m in MODES})
     ids, tiers = flexbench_labels(flexbench)
     oof = [member_oof_scores(m, ids, tiers, seed=seed) for m in members]
     relative = [os.path.relpath(m, out_dir.resolve()) for m in members]  # portable: no machine paths in the card
-    report: dict[str, Any] = {"config": {"members": relative, "weights": weights, "flexbench": flexbench, "seed": seed},
-                              "cv": {}}
+    chosen = {m: list(weights[m]) if m not in search else
+              list(select_weights([o[m] for o in oof], tiers[m], grid, seed=seed)) for m in MODES}
+    report: dict[str, Any] = {"config": {"members": relative, "weights": chosen, "searched": search, "step": step,
+                                         "flexbench": flexbench, "seed": seed}, "cv": {}}
     knots = {}
     for mode in MODES:
-        w, t = weights[mode], tiers[mode]
-        mixed = mix([o[mode] for o in oof], w)
+        w, t, scores = chosen[mode], tiers[mode], [o[mode] for o in oof]
+        mixed = mix(scores, w)
         rows = {f"member {m.name}": o[mode] for m, o in zip(members, oof)}
         rows["ensemble (rescaled, cross-fitted)"] = honest_scores(mixed, t, w, seed=seed)
+        if mode in search:
+            rows["ensemble, weights selected in CV (nested)"], per_fold = selected_in_cv(scores, t, grid, seed=seed)
+            report.setdefault("weights_per_fold", {})[mode] = [list(x) for x in per_fold]
         report["cv"][mode] = {}
-        for name, scores in rows.items():
-            ev = evaluate(scores, t, n_boot=1000, seed=seed)
+        for name, s in rows.items():
+            ev = evaluate(s, t, n_boot=1000, seed=seed)
             report["cv"][mode][name] = {**ev.summary(4), "mean_score_by_tier": ev.mean_score_by_tier}
         knots[mode] = [round(float(x), 4) for x in (TIER_CUTS if single_member(w) else fit_knots(mixed, t))]
     out_dir.mkdir(parents=True, exist_ok=True)
-    EnsembleMeta(relative, weights, knots).save(out_dir)
+    EnsembleMeta(relative, chosen, knots).save(out_dir)
     report["knots"] = knots
     (out_dir / "card.json").write_text(json.dumps(report, indent=2))
     write_model_card(report, out_dir)
@@ -147,10 +201,17 @@ def write_model_card(report: dict[str, Any], folder: Path) -> Path:
              "| mode | weights | knots |", "|---|---|---|"]
     lines += [f"| {m} | {', '.join(f'{n} {w:g}' for n, w in zip(members, cfg['weights'][m]))} | "
               f"{', '.join(f'{k:.1f}' for k in report['knots'][m])} |" for m in MODES]
+    searched = cfg.get("searched", [])
+    flags = "".join(f" --{m}-weights " + " ".join(f"{w:g}" for w in cfg["weights"][m]) for m in MODES if m not in searched)
+    if searched:
+        flags += f" --weight-step {cfg['step']:g}"
+        lines += ["", f"Weights for {' and '.join(searched)} were chosen from a grid of step {cfg['step']:g} by "
+                  "out-of-fold worst-case F1; the *nested* row is the honest estimate of that choice (each fold scored "
+                  "with weights and knots chosen on the other folds only). Weights per fold: "
+                  + "; ".join(f"{m} " + ", ".join("/".join(f"{x:g}" for x in w) for w in report["weights_per_fold"][m])
+                              for m in searched) + "."]
     lines += ["", "Rebuild, from this folder: `flexguard train ensemble --out . --members " + " ".join(cfg["members"])
-              + f" --flexbench {cfg['flexbench']} --prompt-weights "
-              + " ".join(f"{w:g}" for w in cfg["weights"]["prompt"]) + " --response-weights "
-              + " ".join(f"{w:g}" for w in cfg["weights"]["response"]) + "`", "",
+              + f" --flexbench {cfg['flexbench']}{flags}`", "",
               "## 5-fold cross-validation on flexbench_r (thresholds 20 / 40 / 60)", "",
               "| mode | model | F1 strict | F1 moderate | F1 loose | avg F1 | worst F1 [95% CI] | spread | Spearman |",
               "|---|---|---|---|---|---|---|---|---|"]
