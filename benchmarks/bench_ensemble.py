@@ -1,7 +1,7 @@
 """Which mix of embedded models scores best? Measured on their out-of-fold predictions.
 
     python benchmarks/bench_ensemble.py                              # the shipped cross-encoder + frozen heads
-    python benchmarks/bench_ensemble.py --members DIR DIR DIR --step 0.25
+    python benchmarks/bench_ensemble.py --members DIR DIR DIR --step 0.25 --name ensemble_3
 
 Reads the out-of-fold FlexBench-R predictions every ``flexguard train encoder`` run writes
 (``cv_oof.json``; all CVs use the same folds, so every prediction of an item comes from models
@@ -32,6 +32,7 @@ def main() -> None:
                     default=[shipped_weights_dir("crossencoder"), shipped_weights_dir("embedded")])
     ap.add_argument("--step", type=float, default=0.25, help="weight grid step")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default="ensemble", help="result file name in benchmarks/results/")
     args = ap.parse_args()
     ids, tiers = flexbench_labels(str(DATA / "flexbench_r"))
     oof = [member_oof_scores(m, ids, tiers, seed=args.seed) for m in args.members]
@@ -51,7 +52,7 @@ def main() -> None:
     print(table(rows, ["subset", "weights", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread",
                        "spearman"]))
     print("weights chosen per outer fold:", chosen)
-    print(f"-> {write_result('ensemble', {'members': names, 'rows': rows, 'chosen_per_fold': chosen})}")
+    print(f"-> {write_result(args.name, {'members': names, 'rows': rows, 'chosen_per_fold': chosen})}")
 
 
 if __name__ == "__main__":
