@@ -210,7 +210,7 @@ def write_model_card(report: dict[str, Any], folder: Path) -> Path:
                   "with weights and knots chosen on the other folds only). Weights per fold: "
                   + "; ".join(f"{m} " + ", ".join("/".join(f"{x:g}" for x in w) for w in report["weights_per_fold"][m])
                               for m in searched) + "."]
-    lines += ["", "Rebuild, from this folder: `flexguard train ensemble --out . --members " + " ".join(cfg["members"])
+    lines += ["", "Rebuild, from this folder (with `--flexbench` pointing at FlexBench-R from there): `flexguard train ensemble --out . --members " + " ".join(cfg["members"])
               + f" --flexbench {cfg['flexbench']}{flags}`", "",
               "## 5-fold cross-validation on flexbench_r (thresholds 20 / 40 / 60)", "",
               "| mode | model | F1 strict | F1 moderate | F1 loose | avg F1 | worst F1 [95% CI] | spread | Spearman |",
