@@ -21,11 +21,28 @@ from pathlib import Path
 from _common import DATA, table, write_result
 
 
-def main() -> None:
+def grid_rows(members: list, tiers, grid: list[tuple[float, ...]], subset: str, *, seed: int = 0
+              ) -> tuple[list[dict], list[tuple[float, ...]]]:
+    """One row per grid point (the mix rescaled with cross-fitted knots; a member alone keeps its own
+    calibration) and the nested "selected in CV" row, with the weights each outer fold chose."""
     from flexguard.metrics import evaluate
+    from flexguard.train.ensemble import honest_scores, mix, selected_in_cv
+
+    rows = []
+    for w in grid:
+        ev = evaluate(honest_scores(mix(members, w), tiers, w, seed=seed), tiers, n_boot=1000, seed=seed)
+        rows.append({"subset": subset, "weights": " ".join(f"{x:g}" for x in w), **ev.summary(4)})
+    nested, chosen = selected_in_cv(members, tiers, grid, seed=seed)
+    rows.append({"subset": subset, "weights": "selected in CV", **evaluate(nested, tiers, n_boot=1000, seed=seed).summary(4)})
+    return rows, chosen
+
+
+COLUMNS = ["subset", "weights", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread", "spearman"]
+
+
+def main() -> None:
     from flexguard.moderators.embedded import shipped_weights_dir
-    from flexguard.train.ensemble import (MODES, flexbench_labels, honest_scores, member_oof_scores, mix, selected_in_cv,
-                                          weight_grid)
+    from flexguard.train.ensemble import MODES, flexbench_labels, member_oof_scores, weight_grid
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", nargs="+", type=Path,
@@ -40,17 +57,10 @@ def main() -> None:
     grid = weight_grid(len(names), args.step)
     rows, chosen = [], {}
     for mode in MODES:
-        members, t = [o[mode] for o in oof], tiers[mode]
-        for w in grid:
-            # a member alone keeps its own calibration; a mix is rescaled with cross-fitted knots
-            ev = evaluate(honest_scores(mix(members, w), t, w, seed=args.seed), t, n_boot=1000, seed=args.seed)
-            rows.append({"subset": mode, "weights": " ".join(f"{x:g}" for x in w), **ev.summary(4)})
-        nested, chosen[mode] = selected_in_cv(members, t, grid, seed=args.seed)
-        rows.append({"subset": mode, "weights": "selected in CV",
-                     **evaluate(nested, t, n_boot=1000, seed=args.seed).summary(4)})
+        mode_rows, chosen[mode] = grid_rows([o[mode] for o in oof], tiers[mode], grid, mode, seed=args.seed)
+        rows += mode_rows
     print("members:", ", ".join(names))
-    print(table(rows, ["subset", "weights", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread",
-                       "spearman"]))
+    print(table(rows, COLUMNS))
     print("weights chosen per outer fold:", chosen)
     print(f"-> {write_result(args.name, {'members': names, 'rows': rows, 'chosen_per_fold': chosen})}")
 

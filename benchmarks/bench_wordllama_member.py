@@ -19,6 +19,7 @@ import pathlib
 import numpy as np
 
 from _common import DATA, table, write_result
+from bench_ensemble import COLUMNS, grid_rows
 
 
 def main() -> None:
@@ -26,12 +27,10 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from flexguard.data import load_flexbench
-    from flexguard.metrics import evaluate
     from flexguard.moderators.embedded import shipped_weights_dir
     from flexguard.ordinal import cumulative_to_score
     from flexguard.train.encoder import stratified_folds
-    from flexguard.train.ensemble import (MODES, cross_fitted_rescale, flexbench_labels, honest_scores,
-                                          member_oof_scores, mix, selected_in_cv, weight_grid)
+    from flexguard.train.ensemble import MODES, cross_fitted_rescale, flexbench_labels, member_oof_scores, weight_grid
 
     wl = wordllama.WordLlama.load(cache_dir=pathlib.Path(wordllama.__file__).parent, disable_download=True)
 
@@ -44,7 +43,7 @@ def main() -> None:
 
     ids, tiers = flexbench_labels(str(DATA / "flexbench_r"))
     shipped = [member_oof_scores(shipped_weights_dir(m), ids, tiers) for m in ("crossencoder", "embedded")]
-    grid, rows = weight_grid(3, 0.25), []
+    grid, rows, chosen = weight_grid(3, 0.25), [], {}
     for mode in MODES:
         fb = load_flexbench(str(DATA / "flexbench_r"), subset=mode, split="valid").items
         corpus = load_flexbench(str(DATA / "distill"), subset=mode, split="train").items
@@ -58,15 +57,12 @@ def main() -> None:
                    .predict_proba(xf[te])[:, 1] for k in range(4)]
             oof[te] = cumulative_to_score(np.column_stack(cum))
         members = [s[mode] for s in shipped] + [cross_fitted_rescale(oof, tf)]
-        for w in grid:
-            ev = evaluate(honest_scores(mix(members, w), tf, w), tf, n_boot=1000)
-            rows.append({"subset": mode, "weights (ce, frozen, wordllama)": " ".join(f"{x:g}" for x in w), **ev.summary(4)})
-        nested, chosen = selected_in_cv(members, tf, grid)
-        rows.append({"subset": mode, "weights (ce, frozen, wordllama)": "selected in CV",
-                     **evaluate(nested, tf, n_boot=1000).summary(4), "chosen": chosen})
-    print(table(rows, ["subset", "weights (ce, frozen, wordllama)", "f1_strict", "f1_moderate", "f1_loose", "worst_f1",
-                       "spearman"]))
-    print(f"-> {write_result('wordllama_member', {'rows': rows})}")
+        mode_rows, chosen[mode] = grid_rows(members, tf, grid, mode)
+        rows += mode_rows
+    print("members: crossencoder, embedded, wordllama")
+    print(table(rows, COLUMNS))
+    print("weights chosen per outer fold:", chosen)
+    print(f"-> {write_result('wordllama_member', {'members': ['crossencoder', 'embedded', 'wordllama'], 'rows': rows, 'chosen_per_fold': chosen})}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,20 @@ def test_bad_ensembles_are_refused(members, tmp_path, capsys):
     assert not (tmp_path / "e").exists()  # nothing half-written
 
 
+def test_cut_logits_without_their_card_are_refused(training_folders, tmp_path):
+    """A cross-encoder folder mid-training has cv_oof.json but no card saying how its logits are calibrated."""
+    fb, _ = training_folders
+    ids, tiers = flexbench_labels(str(fb))
+    logits = {m: {"ids": ids[m], "cut_logits": np.zeros((len(ids[m]), 4)).tolist(),
+                  "cut_logits_int8": np.zeros((len(ids[m]), 4)).tolist()} for m in ids}
+    (tmp_path / "cv_oof.json").write_text(json.dumps(logits))
+    with pytest.raises(DataError, match="card.json: missing; it says how the cut logits"):
+        member_oof_scores(tmp_path, ids, tiers)
+    (tmp_path / "card.json").write_text(json.dumps({"config": {"cut_calibration": "none"}}))
+    # logit 0 at every cut: P(tier >= k) = 0.5, no cut passed, so the top of the BENIGN band
+    assert np.allclose(member_oof_scores(tmp_path, ids, tiers)["prompt"], 20.0)
+
+
 @pytest.mark.parametrize("knots, weights", [([20, 40, 60], [0.5, 0.5]), ([40, 20, 60, 80], [0.5, 0.5]),
                                             ([0, 40, 60, 80], [0.5, 0.5]), ([20, 40, 60, 80], [1.5, -0.5])])
 def test_ensemble_meta_validates_weights_and_knots(knots, weights):

@@ -27,13 +27,22 @@ import numpy as np
 from ..data import load_flexbench
 from ..errors import ConfigError, DataError
 from ..moderators.embedded import EnsembleMeta
-from ..metrics import best_f1_threshold
+from ..metrics import best_f1_threshold, evaluate
 from ..ordinal import rescale
 from ..rubric import TIER_CUTS
 from .encoder import OOF_FILE, stratified_folds
 from .finetune import cross_fitted_scores, scores_from_logits
 
 MODES = ("prompt", "response")
+
+
+def cut_calibration(folder: Path) -> str:
+    """How a cross-encoder's cut logits are calibrated: its card says, and the card is written when training ends."""
+    card = folder / "card.json"
+    if not card.exists():
+        raise DataError(f"{card}: missing; it says how the cut logits in {OOF_FILE} are calibrated "
+                        "(a training still running, or stopped before its final model, has none)")
+    return json.loads(card.read_text()).get("config", {}).get("cut_calibration", "none")
 
 
 def member_oof_scores(folder: Path, ids: dict[str, list[str]], tiers: dict[str, np.ndarray], *,
@@ -47,8 +56,6 @@ def member_oof_scores(folder: Path, ids: dict[str, list[str]], tiers: dict[str, 
     if not path.exists():
         raise DataError(f"{path}: missing; train the member with 'flexguard train encoder' (it writes {OOF_FILE})")
     oof = json.loads(path.read_text())
-    card = json.loads((folder / "card.json").read_text()) if (folder / "card.json").exists() else {}
-    how = card.get("config", {}).get("cut_calibration", "none")
     out = {}
     for mode in MODES:
         rec = oof.get(mode)
@@ -59,6 +66,7 @@ def member_oof_scores(folder: Path, ids: dict[str, list[str]], tiers: dict[str, 
         if "scores" in rec:
             out[mode] = np.asarray(rec["scores"], float)[order]
             continue
+        how = cut_calibration(folder)
         logits = np.asarray(rec["cut_logits_int8"] if np.any(rec["cut_logits_int8"]) else rec["cut_logits"])[order]
         out[mode] = (scores_from_logits(logits) if how == "none"
                      else cross_fitted_scores(logits, tiers[mode], how, seed=seed))
@@ -107,8 +115,6 @@ def weight_grid(n: int, step: float = 0.25) -> list[tuple[float, ...]]:
 
 
 def worst_case_f1(scores: np.ndarray, tiers: np.ndarray) -> float:
-    from ..metrics import evaluate
-
     return evaluate(scores, tiers, n_boot=0).worst_f1
 
 
@@ -149,8 +155,6 @@ def train_ensemble(members: Sequence[str | Path], weights: dict[str, list[float]
     ``weights[mode]`` None: chosen from :func:`weight_grid` (``step``) by :func:`select_weights`,
     and the report gets the nested row of :func:`selected_in_cv` for that mode.
     """
-    from ..metrics import evaluate
-
     out_dir = Path(out_dir)
     members = [Path(m).resolve() for m in members]
     if len(members) < 2:
