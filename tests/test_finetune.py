@@ -14,8 +14,8 @@ from flexguard.errors import ConfigError
 from flexguard.moderators import get_moderator
 from flexguard.rubric import Category, Tier
 from flexguard.schema import Item, split_by_mode
-from flexguard.train.finetune import (FinetuneConfig, _meta, cross_fitted_scores, export_onnx, fit, fit_cut_shifts,
-                                      torch_logits)
+from flexguard.train.finetune import (FinetuneConfig, _meta, cross_fitted_scores, cut_targets, export_onnx, fit,
+                                      fit_cut_shifts, make_train_set, torch_logits)
 
 from conftest import ROWS
 
@@ -57,6 +57,38 @@ def test_fit_learns_and_is_deterministic(tiny_base):
     assert cut[tiers == 4, 0].min() > cut[tiers == 0, 0].max()
 
 
+def test_soft_targets_follow_the_teacher_score_and_reduce_to_hard_tiers():
+    scores = np.array([1.0, 20.0, 21.0, 58.0, 62.0, 99.0, np.nan])
+    tiers = np.array([0, 0, 1, 2, 3, 4, 3])
+    hard = cut_targets(tiers, scores)
+    assert hard.tolist()[:3] == [[0, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]]
+    np.testing.assert_array_equal(cut_targets(tiers, scores, soft_width=1e-3), hard)  # the W -> 0 limit
+    soft = cut_targets(tiers, scores, soft_width=4.0)
+    np.testing.assert_array_equal(soft[-1], hard[-1])  # no risk score: the tier's hard targets
+    assert soft[1, 0] < 0.5 < soft[2, 0]  # the rubric edge between 20 and 21 stays the decision point
+    assert 0.2 < soft[3, 2] < 0.5 < soft[4, 2] < 0.8  # 58 and 62 sit near the HIGH cut: partial credit
+    assert soft[5].min() > 0.99 and soft[0].max() < 0.01
+    assert (np.diff(soft, axis=1) <= 0).all()  # still monotone P(tier >= k)
+
+
+def test_fit_with_soft_targets_uses_the_risk_scores(tiny_base):
+    from flexguard.embedding import load_minilm_tokenizer
+
+    mid = {0: 10.0, 1: 30.0, 2: 50.0, 3: 70.0, 4: 90.0}
+    items = [Item(id=it.id, prompt=it.prompt, response=it.response, tier=it.tier, category=it.category,
+                  risk_score=mid[it.tier.rank] + (9.0 if n % 2 else -9.0)) for n, it in enumerate(fixture_items())]
+    data = make_train_set(items, [1.0] * len(items), load_minilm_tokenizer(), 64, soft_width=4.0)
+    assert ((data.targets > 0.01) & (data.targets < 0.99)).any()  # partial credit reached the rows
+    cfg = FinetuneConfig(base=tiny_base, layers=None, lr=3e-3, max_steps=40, batch_size=8, max_len=64)
+    hard = fit(items, [1.0] * len(items), cfg, progress=False)
+    soft = fit(items, [1.0] * len(items), FinetuneConfig(**{**cfg.__dict__, "soft_targets": 4.0}), progress=False)
+    loss = [[h["loss"] for h in m.log_history if "loss" in h] for m in (hard, soft)]
+    assert loss[0] != loss[1] and loss[1][-1] < loss[1][0]
+    cut, _ = torch_logits(soft, items, max_len=64)
+    tiers = np.array([it.tier.rank for it in items])
+    assert cut[tiers == 4, 0].min() > cut[tiers == 0, 0].max()
+
+
 def test_layers_are_cut_and_bad_config_rejected(tiny_base):
     from pathlib import Path
 
@@ -69,6 +101,8 @@ def test_layers_are_cut_and_bad_config_rejected(tiny_base):
         build_model(FinetuneConfig(base=tiny_base, layers=5))
     with pytest.raises(ConfigError, match="cut_calibration"):
         FinetuneConfig(cut_calibration="magic")
+    with pytest.raises(ConfigError, match="soft_targets"):
+        FinetuneConfig(soft_targets=-1)
 
 
 def test_export_int8_and_fp32_match_torch(tiny_base, tmp_path):

@@ -37,7 +37,7 @@ from ..crossencoder import MODEL_FILE, CrossEncoderMeta, pool_windows
 from ..embedding import WINDOW, encode_windows, length_batches, pad_batch
 from ..errors import ConfigError, DataError
 from ..ordinal import N_CUTS, cumulative_from_logits, cumulative_to_score
-from ..rubric import CATEGORY_NAMES
+from ..rubric import CATEGORY_NAMES, TIER_CUTS
 from ..schema import Item, split_by_mode
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     flexbench_weight: float = field(default=2.0, metadata={"help": "loss weight of FlexBench rows vs corpus rows"})
     category_weight: float = field(default=0.5, metadata={"help": "weight of the category loss vs the cut losses"})
+    soft_targets: float = field(default=0.0, metadata={
+        "help": "score distillation: cut targets sigmoid((risk_score - cut) / W) with width W in score points, so "
+                "items near a cut carry partial credit; 0 = hard tier targets (rows without a risk_score keep them)"})
     cut_calibration: str = field(default="f1", metadata={
         "help": "per-cut logit shift fitted on out-of-fold FlexBench logits: 'f1', 'prior' or 'none'"})
     seed: int = 0
@@ -85,11 +88,13 @@ class FinetuneConfig:
             raise ConfigError("epochs, batch_size and lr must be positive")
         if self.layers is not None and self.layers < 1:
             raise ConfigError("layers must be >= 1")
+        if self.soft_targets < 0:
+            raise ConfigError(f"soft_targets is a width in score points (>= 0), got {self.soft_targets}")
 
 
 #: options of FinetuneConfig exposed as ``flexguard train encoder --finetune`` flags, with their types
 FINETUNE_CLI_OPTIONS = {"base": str, "layers": int, "epochs": float, "lr": float, "batch_size": int, "max_len": int,
-                        "max_steps": int}
+                        "soft_targets": float, "max_steps": int}
 
 
 def _torch_modules():
@@ -133,15 +138,14 @@ def build_model(cfg: FinetuneConfig, pos_weight: Sequence[float] | None = None):
             self.cat_head = nn.Linear(hidden, len(CATEGORY_NAMES))
             self.register_buffer("pos_weight", torch.tensor(pos_weight or [1.0] * N_CUTS, dtype=torch.float32))
 
-        def forward(self, input_ids, attention_mask, token_type_ids, tiers=None, cats=None, weight=None):
+        def forward(self, input_ids, attention_mask, token_type_ids, targets=None, cats=None, weight=None):
             h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
             cut_logits, cat_logits = self.cut_head(pooled), self.cat_head(pooled)
-            if tiers is None:
+            if targets is None:
                 return cut_logits, cat_logits
-            targets = (tiers.unsqueeze(1) > torch.arange(N_CUTS, device=tiers.device)).to(cut_logits.dtype)
             cut_loss = nn.functional.binary_cross_entropy_with_logits(
                 cut_logits, targets, pos_weight=self.pos_weight, reduction="none").mean(1)
             cat_loss = nn.functional.cross_entropy(cat_logits, cats, reduction="none")
@@ -161,6 +165,7 @@ class TrainSet:
     ids: list[list[int]]
     types: list[list[int]]
     tiers: np.ndarray
+    targets: np.ndarray  # (n, N_CUTS) P(tier >= k) the cut logits learn: 0/1, or soft near a cut
     cats: np.ndarray
     weights: np.ndarray
 
@@ -168,7 +173,7 @@ class TrainSet:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "token_type_ids": self.types[i], "tiers": int(self.tiers[i]),
+        return {"input_ids": self.ids[i], "token_type_ids": self.types[i], "targets": self.targets[i],
                 "cats": int(self.cats[i]), "weight": float(self.weights[i])}
 
     def pos_weight(self) -> list[float]:
@@ -182,7 +187,28 @@ class TrainSet:
         return out
 
 
-def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, max_len: int) -> TrainSet:
+def cut_targets(tiers: np.ndarray, risk_scores: np.ndarray, soft_width: float = 0.0) -> np.ndarray:
+    """Targets (n, N_CUTS) for the cut logits: ``tier > k`` as 0/1, or the teacher's score made soft.
+
+    With ``soft_width`` W > 0 a row with a risk score gets ``sigmoid((score - edge_k) / W)``, where
+    edge_k lies half a point past the rubric cut (20 → 20.5), so the hard target is the W → 0 limit:
+    an item the teacher scored 62 is barely HIGH and teaches the loose cut less than one scored 90.
+    Rows whose score is NaN keep the hard targets of their tier.
+
+    >>> cut_targets(np.array([3, 0]), np.array([62.0, np.nan]), soft_width=2.0).round(2)
+    array([[1.  , 1.  , 0.68, 0.  ],
+           [0.  , 0.  , 0.  , 0.  ]])
+    """
+    hard = (np.asarray(tiers)[:, None] > np.arange(N_CUTS)).astype(float)
+    if soft_width <= 0:
+        return hard
+    scores = np.asarray(risk_scores, float)[:, None]
+    soft = 0.5 * (1.0 + np.tanh((scores - TIER_CUTS - 0.5) / (2.0 * soft_width)))
+    return np.where(np.isnan(scores), hard, soft)
+
+
+def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, max_len: int,
+                   soft_width: float = 0.0) -> TrainSet:
     """Rows of labelled items of either mode (prompt items first); every item needs a tier."""
     if any(it.tier is None for it in items):
         raise DataError("fine-tuning needs a tier (severity or risk score) on every training item")
@@ -192,7 +218,9 @@ def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, m
         ids += w.ids
         types += w.types
         order += idx
-    return TrainSet(ids, types, np.array([items[k].tier.rank for k in order]),
+    tiers = np.array([items[k].tier.rank for k in order])
+    scores = np.array([np.nan if items[k].risk_score is None else items[k].risk_score for k in order], float)
+    return TrainSet(ids, types, tiers, cut_targets(tiers, scores, soft_width),
                     np.array([CATEGORY_NAMES.index(items[k].category.value if items[k].category else "SAFE") for k in order]),
                     np.asarray(weights, float)[order])
 
@@ -201,7 +229,7 @@ def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     torch, _ = _torch_modules()
     batch = {k: torch.from_numpy(v) for k, v in pad_batch([r["input_ids"] for r in rows],
                                                           [r["token_type_ids"] for r in rows]).items()}
-    batch["tiers"] = torch.tensor([r["tiers"] for r in rows])
+    batch["targets"] = torch.tensor(np.stack([r["targets"] for r in rows]), dtype=torch.float32)
     batch["cats"] = torch.tensor([r["cats"] for r in rows])
     batch["weight"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
     return batch
@@ -217,7 +245,7 @@ def fit(items: Sequence[Item], weights: Sequence[float], cfg: FinetuneConfig, *,
 
     from ..embedding import load_minilm_tokenizer
 
-    data = make_train_set(items, weights, load_minilm_tokenizer(), cfg.max_len)
+    data = make_train_set(items, weights, load_minilm_tokenizer(), cfg.max_len, cfg.soft_targets)
     model = build_model(cfg, data.pos_weight())
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
