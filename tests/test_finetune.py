@@ -1,5 +1,6 @@
 """Fine-tuning the cross-encoder on a tiny self-made fixture: training, determinism, export, CLI."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_fit_with_soft_targets_uses_the_risk_scores(tiny_base):
     assert ((data.targets > 0.01) & (data.targets < 0.99)).any()  # partial credit reached the rows
     cfg = FinetuneConfig(base=tiny_base, layers=None, lr=3e-3, max_steps=40, batch_size=8, max_len=64)
     hard = fit(items, [1.0] * len(items), cfg, progress=False)
-    soft = fit(items, [1.0] * len(items), FinetuneConfig(**{**cfg.__dict__, "soft_targets": 4.0}), progress=False)
+    soft = fit(items, [1.0] * len(items), dataclasses.replace(cfg, soft_targets=4.0), progress=False)
     loss = [[h["loss"] for h in m.log_history if "loss" in h] for m in (hard, soft)]
     assert loss[0] != loss[1] and loss[1][-1] < loss[1][0]
     cut, _ = torch_logits(soft, items, max_len=64)
@@ -167,6 +168,8 @@ def test_cli_finetune_bad_input_is_a_clear_error(tiny_base, training_folders, tm
     assert "missing" in capsys.readouterr().err
     assert main(base + ["--flexbench", str(fb), "--epochs", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+    assert main(base + ["--flexbench", str(fb), "--soft-targets", "-1"]) == 2
+    assert "soft_targets is a width in score points" in capsys.readouterr().err
     assert main(base + ["--flexbench", str(fb), "--cv-folds", "1"]) == 2  # calibration needs out-of-fold logits
     assert "cv_folds >= 2" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())  # nothing half-written
