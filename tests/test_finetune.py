@@ -15,8 +15,9 @@ from flexguard.errors import ConfigError
 from flexguard.moderators import get_moderator
 from flexguard.rubric import Category, Tier
 from flexguard.schema import Item, split_by_mode
+from flexguard.train.encoder import stratified_folds
 from flexguard.train.finetune import (FinetuneConfig, _meta, cross_fitted_scores, cut_targets, export_onnx, fit,
-                                      fit_cut_shifts, make_train_set, torch_logits)
+                                      fit_cut_shifts, make_train_set, outer_folds, torch_logits)
 
 from conftest import ROWS
 
@@ -124,6 +125,19 @@ def test_export_int8_and_fp32_match_torch(tiny_base, tmp_path):
             assert np.abs(got - ref).max() < tol
         else:  # int8 weights move the logits a little, not the ranking
             assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.98
+
+
+def test_fold_seed_keeps_the_outer_folds_while_the_seed_changes():
+    items = [Item(id=f"{n}", prompt=f"p{n}", tier=list(Tier)[n % 5]) for n in range(50)]
+    fb = {"prompt": items}
+
+    def folds(**kw):
+        return [te.tolist() for _, te in outer_folds(fb, FinetuneConfig(**kw), 5)["prompt"]]
+
+    assert folds(seed=1, fold_seed=0) == folds(seed=0)  # an ensemble member on the shipped model's folds
+    assert folds(seed=1) != folds(seed=0)
+    frozen = [te.tolist() for _, te in stratified_folds(np.array([it.tier.rank for it in items]), 5, 1)]
+    assert folds(seed=0) == frozen  # the frozen model's CV (`flexguard train encoder`) uses the same folds
 
 
 def test_cut_shifts_are_fitted_and_cross_fitted():

@@ -37,3 +37,24 @@ def test_bad_training_config():
     with pytest.raises(DataError, match="cut_calibration"):
         EncoderTrainConfig(cut_calibration="magic")
     assert main(["train", "encoder", "--flexbench", "/nonexistent", "--out", "/tmp/x", "-q"]) == 2
+    assert main(["train", "encoder", "--bag", "0", "--out", "/tmp/x", "-q"]) == 2
+
+
+def test_bagged_mlp_heads_score_the_mean_of_their_members_logits():
+    from dataclasses import replace
+
+    from flexguard.train.encoder import fit_heads
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6))
+    tiers = np.clip(np.round(x[:, 0] + x[:, 1] + 2), 0, 4).astype(int)
+    cats = np.where(tiers > 0, "VIO", "SAFE")
+    cfg = EncoderTrainConfig(hidden=8, mlp_epochs=30)
+    members = [fit_heads(x, tiers, cats, np.ones(len(x)), replace(cfg, seed=s)) for s in (0, 1)]
+    bag = fit_heads(x, tiers, cats, np.ones(len(x)), replace(cfg, bag=2))
+    assert bag.cut_hidden_w.shape == (4, 6, 16)
+    expected = (members[0].cut_logits(x) + members[1].cut_logits(x)) / 2
+    np.testing.assert_allclose(bag.cut_logits(x), expected, atol=1e-9)
+    assert not np.allclose(members[0].cut_logits(x), members[1].cut_logits(x))  # the members do differ
+    with pytest.raises(DataError, match="bag"):
+        EncoderTrainConfig(bag=0)

@@ -224,7 +224,7 @@ def cmd_train_encoder(args: argparse.Namespace) -> int:
 
     cfg = EncoderTrainConfig(subset=args.subset, flexbench=args.flexbench, distill=args.distill, out=args.out,
                              seed=args.seed, C=args.C, cv_folds=args.cv_folds, weak=args.weak, weak_weight=args.weak_weight,
-                             head=args.head, alpha=args.alpha, hidden=args.hidden, **calibration)
+                             head=args.head, alpha=args.alpha, hidden=args.hidden, bag=args.bag, **calibration)
     report = train_encoder(cfg, progress=not args.quiet)
     print(json.dumps(report, indent=2))
     return 0
@@ -381,6 +381,7 @@ def make_parser() -> argparse.ArgumentParser:
     te.add_argument("--head", choices=["mlp", "logistic"], default="mlp", help="frozen: cut-point head type")
     te.add_argument("--hidden", type=int, default=256, help="frozen: hidden units of an mlp head")
     te.add_argument("--alpha", type=float, default=0.1, help="frozen: L2 penalty of an mlp head")
+    te.add_argument("--bag", type=int, default=1, help="frozen: mlp heads per cut (seeds) averaged into one")
     from .train.finetune import FINETUNE_CLI_OPTIONS, FinetuneConfig
 
     for name, typ in FINETUNE_CLI_OPTIONS.items():  # defaults live in FinetuneConfig only

@@ -58,6 +58,9 @@ class EncoderTrainConfig:
     hidden: int = field(default=256, metadata={"help": "hidden units of an mlp cut head"})
     alpha: float = field(default=0.1, metadata={"help": "L2 penalty of an mlp cut head"})
     mlp_epochs: int = field(default=60, metadata={"help": "Adam epochs of an mlp cut head"})
+    bag: int = field(default=1, metadata={
+        "help": "mlp cut heads per cut trained with different seeds and averaged (stored as one wider hidden layer, "
+                "so scoring costs about the same)"})
     flexbench_weight: float = field(default=2.0, metadata={"help": "sample weight of FlexBench rows vs corpus rows"})
     cv_folds: int = field(default=5, metadata={"help": "folds for cross-fitted cut calibration"})
     cut_calibration: str = field(default="none", metadata={
@@ -77,6 +80,8 @@ class EncoderTrainConfig:
             raise DataError(f"cut_calibration must be prior, f1 or none, got {self.cut_calibration!r}")
         if self.C <= 0 or self.cv_folds < 2:
             raise DataError("C must be > 0 and cv_folds >= 2")
+        if self.bag < 1:
+            raise DataError(f"bag must be >= 1, got {self.bag}")
 
 
 # --- data and features ----------------------------------------------------------------
@@ -146,8 +151,9 @@ def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.nd
     known = tiers >= 0
     C, seed, mlp = cfg.C, cfg.seed, cfg.head == "mlp"
     if mlp:
-        cut_w = np.zeros((N_CUTS, cfg.hidden))
-        hid_w, hid_b = np.zeros((N_CUTS, x.shape[1], cfg.hidden)), np.zeros((N_CUTS, cfg.hidden))
+        width = cfg.hidden * cfg.bag
+        cut_w = np.zeros((N_CUTS, width))
+        hid_w, hid_b = np.zeros((N_CUTS, x.shape[1], width)), np.zeros((N_CUTS, width))
     for k in range(1, N_CUTS + 1):
         rows = known | (k == 2 and harmful is not None)
         y = np.where(known, tiers >= k, False if harmful is None else harmful)[rows]
@@ -157,12 +163,15 @@ def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.nd
             from sklearn.neural_network import MLPClassifier
 
             balanced = np.where(y, 0.5 / y.mean(), 0.5 / (1 - y.mean())) * weights[rows]  # class balance, as for logistic
-            net = MLPClassifier((cfg.hidden,), alpha=cfg.alpha, max_iter=cfg.mlp_epochs, random_state=seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed epoch budget is the regulariser
-                net.fit(z[rows], y, sample_weight=balanced)
-            hid_w[k - 1], hid_b[k - 1] = net.coefs_[0], net.intercepts_[0]
-            cut_w[k - 1], cut_b[k - 1] = net.coefs_[1][:, 0], net.intercepts_[1][0]
+            for b in range(cfg.bag):  # the mean of the bag's logits is one net with the hidden layers side by side
+                net = MLPClassifier((cfg.hidden,), alpha=cfg.alpha, max_iter=cfg.mlp_epochs, random_state=seed + b)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)  # a fixed epoch budget is the regulariser
+                    net.fit(z[rows], y, sample_weight=balanced)
+                cols = slice(b * cfg.hidden, (b + 1) * cfg.hidden)
+                hid_w[k - 1][:, cols], hid_b[k - 1][cols] = net.coefs_[0], net.intercepts_[0]
+                cut_w[k - 1][cols] = net.coefs_[1][:, 0] / cfg.bag
+                cut_b[k - 1] += net.intercepts_[1][0] / cfg.bag
             continue
         lr = LogisticRegression(C=C, class_weight="balanced", max_iter=3000, random_state=seed)
         lr.fit(z[rows], y, sample_weight=weights[rows])

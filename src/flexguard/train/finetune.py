@@ -79,6 +79,9 @@ class FinetuneConfig:
     cut_calibration: str = field(default="f1", metadata={
         "help": "per-cut logit shift fitted on out-of-fold FlexBench logits: 'f1', 'prior' or 'none'"})
     seed: int = 0
+    fold_seed: int | None = field(default=None, metadata={
+        "help": "seed of the outer CV folds (default: --seed); fix it to train ensemble members on the same folds "
+                "with another initialisation and data order"})
     max_steps: int = field(default=-1, metadata={"help": "stop after N optimiser steps (tests, smoke runs)"})
 
     def __post_init__(self) -> None:
@@ -94,7 +97,7 @@ class FinetuneConfig:
 
 #: options of FinetuneConfig exposed as ``flexguard train encoder --finetune`` flags, with their types
 FINETUNE_CLI_OPTIONS = {"base": str, "layers": int, "epochs": float, "lr": float, "batch_size": int, "max_len": int,
-                        "soft_targets": float, "max_steps": int}
+                        "soft_targets": float, "fold_seed": int, "max_steps": int}
 
 
 def _torch_modules():
@@ -358,6 +361,17 @@ class CVResult:
     seconds: float
 
 
+def outer_folds(fb: dict[str, list[Item]], cfg: FinetuneConfig, folds: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """Per subset, the outer CV's (train, test) indices; ensemble members must share them.
+
+    They are the folds of the frozen model's CV at the same seed (``flexguard train encoder``).
+    """
+    from .encoder import stratified_folds
+
+    fold_seed = cfg.seed if cfg.fold_seed is None else cfg.fold_seed
+    return {s: stratified_folds(np.array([it.tier.rank for it in items]), folds, fold_seed + 1) for s, items in fb.items()}
+
+
 def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: FinetuneConfig, *, folds: int = 5,
                    progress: bool = True, check_int8: bool = True) -> CVResult:
     """Outer k-fold CV on FlexBench-R; fold k holds out the k-th fold of every subset at once.
@@ -368,10 +382,9 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Finet
     import tempfile
 
     from ..crossencoder import CrossEncoderRuntime
-    from .encoder import stratified_folds
 
     t0 = time.perf_counter()
-    splits = {s: stratified_folds(np.array([it.tier.rank for it in items]), folds, cfg.seed + 1) for s, items in fb.items()}
+    splits = outer_folds(fb, cfg, folds)
     res = CVResult({}, {}, {}, {}, {}, 0.0)
     for s, items in fb.items():
         res.cut[s], res.cut_int8[s] = np.zeros((len(items), N_CUTS)), np.zeros((len(items), N_CUTS))
