@@ -29,7 +29,7 @@ def main() -> None:
     from flexguard.data import load_flexbench
     from flexguard.moderators.embedded import shipped_weights_dir
     from flexguard.ordinal import cumulative_to_score
-    from flexguard.train.encoder import stratified_folds
+    from flexguard.train.encoder import outer_cv_folds
     from flexguard.train.ensemble import MODES, cross_fitted_rescale, flexbench_labels, member_oof_scores, weight_grid
 
     wl = wordllama.WordLlama.load(cache_dir=pathlib.Path(wordllama.__file__).parent, disable_download=True)
@@ -50,7 +50,7 @@ def main() -> None:
         xf, xc = features(fb, mode), features(corpus, mode)
         tf, tc = tiers[mode], np.array([it.tier.rank for it in corpus])
         oof = np.zeros(len(fb))
-        for tr, te in stratified_folds(tf, 5, 1):  # the outer folds of `flexguard train encoder` (seed 0 + 1)
+        for tr, te in outer_cv_folds(tf, 5, 0):  # the shipped members' outer folds (seed 0)
             x, t = np.vstack([xf[tr], xc]), np.r_[tf[tr], tc]
             w = np.r_[np.full(len(tr), 2.0), np.ones(len(tc))]
             cum = [LogisticRegression(C=4, class_weight="balanced", max_iter=2000).fit(x, t > k, sample_weight=w)

@@ -182,6 +182,8 @@ def test_cli_finetune_bad_input_is_a_clear_error(tiny_base, training_folders, tm
     assert "missing" in capsys.readouterr().err
     assert main(base + ["--flexbench", str(fb), "--epochs", "0"]) == 2
     assert "must be positive" in capsys.readouterr().err
+    assert main(base + ["--flexbench", str(fb), "--fold-seed", "-1"]) == 2
+    assert "fold_seed must be >= 0" in capsys.readouterr().err
     assert main(base + ["--flexbench", str(fb), "--soft-targets", "-1"]) == 2
     assert "soft_targets is a width in score points" in capsys.readouterr().err
     assert main(base + ["--flexbench", str(fb), "--cv-folds", "1"]) == 2  # calibration needs out-of-fold logits

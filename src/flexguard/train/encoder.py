@@ -215,6 +215,12 @@ def stratified_folds(tiers: np.ndarray, k: int, seed: int) -> list[tuple[np.ndar
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(tiers)), tiers))
 
 
+def outer_cv_folds(tiers: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The outer CV folds of every embedded training at ``seed`` (frozen heads and fine-tunes alike), so
+    ensemble members trained at one seed predict each FlexBench item out of fold."""
+    return stratified_folds(tiers, k, seed + 1)  # + 1: apart from the inner calibration folds at ``seed``
+
+
 def fit_calibrated(fb: Split, extra: Split | None, cfg: EncoderTrainConfig) -> tuple[OrdinalHeads, np.ndarray]:
     """Heads trained on ``fb`` + ``extra``, cut shifts fitted on cross-fitted ``fb`` logits.
 
@@ -269,7 +275,7 @@ def cross_validate(fb: Split, extra: Split | None, cfg: EncoderTrainConfig, *, f
 
     n = len(fb.tiers)
     out = {"score": np.zeros(n), "score_uncal": np.zeros(n), "category": np.empty(n, object), "binary": np.zeros(n, bool)}
-    for tr, te in stratified_folds(fb.tiers, folds, cfg.seed + 1):
+    for tr, te in outer_cv_folds(fb.tiers, folds, cfg.seed):
         heads, _ = fit_calibrated(fb.take(tr), extra, cfg)
         out["score"][te] = predict_scores(heads, fb.x[te])
         shift = heads.cut_shift.copy(); heads.cut_shift[:] = 0

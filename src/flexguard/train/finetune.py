@@ -91,6 +91,8 @@ class FinetuneConfig:
             raise ConfigError("epochs, batch_size and lr must be positive")
         if self.layers is not None and self.layers < 1:
             raise ConfigError("layers must be >= 1")
+        if self.seed < 0 or (self.fold_seed is not None and self.fold_seed < 0):
+            raise ConfigError(f"seed and fold_seed must be >= 0, got {self.seed} and {self.fold_seed}")
         if self.soft_targets < 0:
             raise ConfigError(f"soft_targets is a width in score points (>= 0), got {self.soft_targets}")
 
@@ -362,14 +364,11 @@ class CVResult:
 
 
 def outer_folds(fb: dict[str, list[Item]], cfg: FinetuneConfig, folds: int) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """Per subset, the outer CV's (train, test) indices; ensemble members must share them.
-
-    They are the folds of the frozen model's CV at the same seed (``flexguard train encoder``).
-    """
-    from .encoder import stratified_folds
+    """Per subset, the outer CV's (train, test) indices: the frozen model's folds at the same seed."""
+    from .encoder import outer_cv_folds
 
     fold_seed = cfg.seed if cfg.fold_seed is None else cfg.fold_seed
-    return {s: stratified_folds(np.array([it.tier.rank for it in items]), folds, fold_seed + 1) for s, items in fb.items()}
+    return {s: outer_cv_folds(np.array([it.tier.rank for it in items]), folds, fold_seed) for s, items in fb.items()}
 
 
 def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: FinetuneConfig, *, folds: int = 5,
