@@ -58,3 +58,27 @@ def test_bagged_mlp_heads_score_the_mean_of_their_members_logits():
     assert not np.allclose(members[0].cut_logits(x), members[1].cut_logits(x))  # the members do differ
     with pytest.raises(DataError, match="bag"):
         EncoderTrainConfig(bag=0)
+
+
+def test_embed_texts_caches_any_backbone_width(tmp_path, monkeypatch):
+    """Benchmarks put other encoders (e.g. 256-d WordLlama) through the same cached featurizer."""
+    from flexguard.embedding import Embeddings
+    from flexguard.train.encoder import embed_texts
+
+    class Fake:
+        calls = 0
+
+        def fingerprint(self):
+            return "fake-3d"
+
+        def embed(self, texts):
+            Fake.calls += 1
+            v = np.array([[len(t), 1.0, 0.0] for t in texts])
+            return Embeddings(v, np.ones(len(texts), int), np.zeros(len(texts), bool))
+
+    monkeypatch.setenv("FLEXGUARD_CACHE", str(tmp_path))
+    texts = [f"text {i}" * (i % 3 + 1) for i in range(300)]  # two batches of the 256-text loop
+    x = embed_texts(Fake(), texts)
+    assert x.shape == (300, 3) and x.dtype == np.float32 and x[5, 0] == len(texts[5])
+    assert Fake.calls == 2
+    assert np.array_equal(embed_texts(Fake(), texts), x) and Fake.calls == 2  # second call: from the cache

@@ -111,15 +111,13 @@ def embed_texts(embedder, texts: Sequence[str], *, progress: bool = False) -> np
     path = _cache_dir() / f"{key}.npy"
     if path.exists():
         return np.load(path)
-    out = np.empty((len(texts), 384), np.float32)
     step = 256
     it = range(0, len(texts), step)
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="embedding", unit="batch")
-    for s in it:
-        out[s:s + step] = embedder.embed(texts[s:s + step]).vectors
+    out = np.concatenate([np.asarray(embedder.embed(texts[s:s + step]).vectors, np.float32) for s in it])
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
