@@ -375,13 +375,15 @@ def make_parser() -> argparse.ArgumentParser:
     te.add_argument("--distill", default="../shared/data/distill")
     te.add_argument("--out", default=None, help="output folder (default: the package's shipped weights)")
     te.add_argument("--seed", type=int, default=0)
-    te.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the logistic heads")
+    from .train.encoder import EncoderTrainConfig as Frozen  # light to import: sklearn loads only when fitting
+
+    te.add_argument("--C", type=float, default=Frozen.C, help="inverse L2 strength of the logistic heads")
     te.add_argument("--cut-calibration", choices=["none", "prior", "f1"], default=None,
                     help="per-cut logit shift fitted on out-of-fold FlexBench logits (default: f1 fine-tuned, none frozen)")
-    te.add_argument("--head", choices=["mlp", "logistic"], default="mlp", help="frozen: cut-point head type")
-    te.add_argument("--hidden", type=int, default=256, help="frozen: hidden units of an mlp head")
-    te.add_argument("--alpha", type=float, default=0.1, help="frozen: L2 penalty of an mlp head")
-    te.add_argument("--bag", type=int, default=1, help="frozen: mlp heads per cut (seeds) averaged into one")
+    te.add_argument("--head", choices=["mlp", "logistic"], default=Frozen.head, help="frozen: cut-point head type")
+    te.add_argument("--hidden", type=int, default=Frozen.hidden, help="frozen: hidden units of an mlp head")
+    te.add_argument("--alpha", type=float, default=Frozen.alpha, help="frozen: L2 penalty of an mlp head")
+    te.add_argument("--bag", type=int, default=Frozen.bag, help="frozen: mlp heads per cut (seeds) averaged into one")
     from .train.finetune import FINETUNE_CLI_OPTIONS, FinetuneConfig
 
     for name, typ in FINETUNE_CLI_OPTIONS.items():  # defaults live in FinetuneConfig only
@@ -390,7 +392,7 @@ def make_parser() -> argparse.ArgumentParser:
                         help=f"fine-tune: {f.metadata.get('help', name.replace('_', ' '))}"
                              + ("" if f.default is None else f" (default {f.default})"))
     te.add_argument("--weak", default=None, help="binary public suites folder: weak supervision of the moderate cut")
-    te.add_argument("--weak-weight", type=float, default=0.5)
+    te.add_argument("--weak-weight", type=float, default=Frozen.weak_weight)
     te.add_argument("--cv-folds", type=int, default=5)
     te.add_argument("-q", "--quiet", action="store_true")
     te.set_defaults(func=cmd_train_encoder)

@@ -28,8 +28,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sklearn.exceptions import ConvergenceWarning
-
 from ..data import load_flexbench, read_table, rows_to_items
 from ..errors import DataError
 from ..metrics import best_f1_threshold, evaluate
@@ -158,6 +156,7 @@ def fit_heads(x: np.ndarray, tiers: np.ndarray, cats: np.ndarray, weights: np.nd
         if y.all() or not y.any():
             raise DataError(f"cannot train cut point tier>={k}: the training data has only one class there")
         if mlp:
+            from sklearn.exceptions import ConvergenceWarning
             from sklearn.neural_network import MLPClassifier
 
             balanced = np.where(y, 0.5 / y.mean(), 0.5 / (1 - y.mean())) * weights[rows]  # class balance, as for logistic
