@@ -40,6 +40,14 @@ def grid_rows(members: list, tiers, grid: list[tuple[float, ...]], subset: str, 
 COLUMNS = ["subset", "weights", "f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1", "f1_spread", "spearman"]
 
 
+def report(name: str, members: list[str], rows: list[dict], chosen: dict) -> None:
+    """Print the grid and write it, with the weights each outer fold chose, to ``results/<name>.json``."""
+    print("members:", ", ".join(members))
+    print(table(rows, COLUMNS))
+    print("weights chosen per outer fold:", chosen)
+    print(f"-> {write_result(name, {'members': members, 'rows': rows, 'chosen_per_fold': chosen})}")
+
+
 def main() -> None:
     from flexguard.moderators.embedded import shipped_weights_dir
     from flexguard.train.ensemble import MODES, flexbench_labels, member_oof_scores, weight_grid
@@ -59,10 +67,7 @@ def main() -> None:
     for mode in MODES:
         mode_rows, chosen[mode] = grid_rows([o[mode] for o in oof], tiers[mode], grid, mode, seed=args.seed)
         rows += mode_rows
-    print("members:", ", ".join(names))
-    print(table(rows, COLUMNS))
-    print("weights chosen per outer fold:", chosen)
-    print(f"-> {write_result(args.name, {'members': names, 'rows': rows, 'chosen_per_fold': chosen})}")
+    report(args.name, names, rows, chosen)
 
 
 if __name__ == "__main__":

