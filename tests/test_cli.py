@@ -153,3 +153,13 @@ def test_score_into_a_closed_pipe_exits_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert json.loads(first)["id"] == "0" and "Traceback" not in err, err
+
+
+def test_building_the_cli_parser_imports_no_training_stack():
+    """`flexguard score` builds the whole parser; importing scikit-learn there alone costs ~2 s of start-up."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from flexguard.cli import make_parser; make_parser(); "
+            "print(sorted(m for m in ('sklearn', 'scipy', 'torch', 'transformers') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
