@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -139,9 +141,6 @@ def test_calibrate_names_missing_predictions(tmp_path, flexbench_dir, capsys):
 
 def test_score_into_a_closed_pipe_exits_quietly(tmp_path):
     """`flexguard score ... | head -1`: the reader leaving is not a crash (no traceback)."""
-    import subprocess
-    import sys
-
     n = 5000  # ~1 MB of JSON lines: far more than a pipe buffers
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"id": str(i), "prompt": f"text {i}"}) + "\n" for i in range(n)))
     preds = write_predictions(tmp_path / "p.jsonl", [{"id": str(i), "score": i % 101} for i in range(n)])
@@ -157,9 +156,6 @@ def test_score_into_a_closed_pipe_exits_quietly(tmp_path):
 
 def test_building_the_cli_parser_imports_no_training_stack():
     """`flexguard score` builds the whole parser; importing scikit-learn there alone costs ~2 s of start-up."""
-    import subprocess
-    import sys
-
     code = ("import sys; from flexguard.cli import make_parser; make_parser(); "
             "print(sorted(m for m in ('sklearn', 'scipy', 'torch', 'transformers') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
