@@ -37,25 +37,27 @@ from _common import DATA, RESULTS, peak_rss_mb, table, write_result
 
 def quality(seed: int = 0) -> dict:
     from flexguard.calibrate import ThresholdCalibrator, cross_fit
-    from flexguard.embedding import MiniLMEmbedder
+    from flexguard.embedded.minilm import MiniLMEmbedder
+    from flexguard.embedded.scorers import shipped_model_dir
     from flexguard.metrics import evaluate
-    from flexguard.moderators.embedded import shipped_weights_dir
-    from flexguard.train.encoder import (EncoderTrainConfig, _split, cross_validate, featurize,
-                                         load_training_items)
+    from flexguard.train.embedded.config import FrozenConfig
+    from flexguard.train.embedded.cv import load_training_items
+    from flexguard.train.embedded.frozen import cross_validate, featurize, make_split
 
-    card = json.loads((shipped_weights_dir("embedded") / "card.json").read_text())["config"]
-    cfg = EncoderTrainConfig(**{**card, "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill"), "out": None})
+    card = json.loads((shipped_model_dir("frozen") / "card.json").read_text())["config"]
+    cfg = FrozenConfig.from_card(card, flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"))
     emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
     out, oof_rows = {}, {}
     for subset in ("prompt", "response"):
         fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
-        fb = _split(fb_items, featurize(emb, fb_items, progress=True))
-        extra = _split(extra_items, featurize(emb, extra_items, progress=True))
+        fb = make_split(fb_items, featurize(emb, fb_items, progress=True))
+        extra = make_split(extra_items, featurize(emb, extra_items, progress=True))
         t0 = time.perf_counter()
-        oof = cross_validate(fb, extra, cfg, folds=5)
+        oof = cross_validate(fb, extra, cfg)
         variants = {
             "risk scorer (thresholds 20/40/60)": evaluate(oof["score"], fb.tiers, n_boot=1000, seed=seed),
-            "binary baseline (one decision)": evaluate([None] * len(fb.tiers), fb.tiers, flagged=oof["binary"], n_boot=1000, seed=seed),
+            "binary baseline (one decision)": evaluate([None] * len(fb.tiers), fb.tiers, flagged=oof["binary"], n_boot=1000,
+                                                       seed=seed),
         }
         flags, _ = cross_fit(ThresholdCalibrator("max-f1"), oof["score"], fb.tiers, seed=seed)
         variants["risk scorer, calibrated thresholds (cross-fitted)"] = evaluate(oof["score"], fb.tiers, decisions=flags,
@@ -74,16 +76,17 @@ def quality(seed: int = 0) -> dict:
 
 def crossencoder_quality(rerun: bool, seed: int = 0) -> dict:
     """CV rows of the shipped cross-encoder: from its card.json, or recomputed with its config."""
-    from flexguard.moderators.embedded import shipped_weights_dir
-    from flexguard.train.finetune import FinetuneConfig, cross_validate, cv_report, load_data
+    from flexguard.embedded.scorers import shipped_model_dir
+    from flexguard.train.embedded.config import CrossEncoderConfig
+    from flexguard.train.embedded.crossencoder import cross_validate, cv_report, load_data
 
-    card = json.loads((shipped_weights_dir("crossencoder") / "card.json").read_text())
+    card = json.loads((shipped_model_dir("crossencoder") / "card.json").read_text())
     if not rerun:
         return {"source": "card.json of the shipped model (the CV run of `flexguard train encoder --finetune`)",
                 **card["cv"], "cv_seconds": card.get("cv_seconds")}
-    cfg = FinetuneConfig(**{**card["config"], "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill")})
+    cfg = CrossEncoderConfig.from_card(card["config"], flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"))
     fb, corpus = load_data(cfg)
-    cv = cross_validate(fb, corpus, cfg, folds=5)
+    cv = cross_validate(fb, corpus, cfg)
     return {"source": "recomputed by this benchmark", **cv_report(cv, cfg.cut_calibration, seed=seed),
             "cv_seconds": round(cv.seconds, 1)}
 
@@ -146,8 +149,10 @@ items = [Item(id=str(i), prompt=r.prompt, response=r.response) for i, r in enume
 t = time.perf_counter(); mod.score(items); pair_s = time.perf_counter() - t
 print(json.dumps({"import_and_load_s": round(load_s, 3), "prompts_per_s": round(len(prompts) / batch_s, 1),
                   "prompt_chars_mean": round(float(np.mean([len(p) for p in prompts])), 1),
-                  "p50_ms_one_prompt": round(1000 * float(np.median(lat)), 2), "p95_ms_one_prompt": round(1000 * float(np.percentile(lat, 95)), 2),
-                  "pairs_per_s": round(len(items) / pair_s, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                  "p50_ms_one_prompt": round(1000 * float(np.median(lat)), 2),
+                  "p95_ms_one_prompt": round(1000 * float(np.percentile(lat, 95)), 2),
+                  "pairs_per_s": round(len(items) / pair_s, 1),
+                  "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
 """
 
 
@@ -176,7 +181,7 @@ def main() -> None:
     ap.add_argument("--finetune-cv", action="store_true", help="recompute the cross-encoder's CV (~1 h) instead of "
                                                                "reading it from its card.json")
     args = ap.parse_args()
-    from flexguard.moderators.embedded import shipped_weights_dir
+    from flexguard.embedded.scorers import shipped_model_dir
 
     payload: dict = {}
     if not args.skip_speed:
@@ -196,7 +201,7 @@ def main() -> None:
         payload["cv_frozen"] = quality()
         print_cv("embedded-frozen (frozen MiniLM + MLP cut heads) and the binary baseline", payload["cv_frozen"])
         payload["cv_ensemble"] = {"source": "card.json of the shipped ensemble (`flexguard train ensemble`)",
-                                  **json.loads((shipped_weights_dir("ensemble") / "card.json").read_text())["cv"]}
+                                  **json.loads((shipped_model_dir("ensemble") / "card.json").read_text())["cv"]}
         print_cv("embedded-ensemble (members' out-of-fold scores mixed, knots cross-fitted)", payload["cv_ensemble"])
         shipped = lambda v: v[next(k for k in v if k.startswith("int8 ONNX, cut shifts"))]  # noqa: E731  what ships
         ce = {s: shipped(v)["mean_score_by_tier"] for s, v in payload["cv_crossencoder"].items()

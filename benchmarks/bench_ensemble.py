@@ -26,7 +26,7 @@ def grid_rows(members: list, tiers, grid: list[tuple[float, ...]], subset: str, 
     """One row per grid point (the mix rescaled with cross-fitted knots; a member alone keeps its own
     calibration) and the nested "selected in CV" row, with the weights each outer fold chose."""
     from flexguard.metrics import evaluate
-    from flexguard.train.ensemble import honest_scores, mix, selected_in_cv
+    from flexguard.train.embedded.ensemble import honest_scores, mix, selected_in_cv
 
     rows = []
     for w in grid:
@@ -49,12 +49,14 @@ def report(name: str, members: list[str], rows: list[dict], chosen: dict) -> Non
 
 
 def main() -> None:
-    from flexguard.moderators.embedded import shipped_weights_dir
-    from flexguard.train.ensemble import MODES, flexbench_labels, member_oof_scores, weight_grid
+    from flexguard.embedded.scorers import shipped_model_dir
+    from flexguard.schema import MODES
+    from flexguard.train.embedded.cv import flexbench_labels
+    from flexguard.train.embedded.ensemble import member_oof_scores, weight_grid
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", nargs="+", type=Path,
-                    default=[shipped_weights_dir("crossencoder"), shipped_weights_dir("embedded")])
+                    default=[shipped_model_dir("crossencoder"), shipped_model_dir("frozen")])
     ap.add_argument("--step", type=float, default=0.25, help="weight grid step")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="ensemble", help="result file name in benchmarks/results/")

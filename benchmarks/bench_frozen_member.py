@@ -41,7 +41,7 @@ class Backbone:
         return self.name
 
     def embed(self, texts):
-        from flexguard.embedding import Embeddings
+        from flexguard.embedded.minilm import Embeddings
 
         n = len(texts)
         return Embeddings(self.encode(list(texts)), np.ones(n, int), np.zeros(n, bool))
@@ -60,24 +60,27 @@ def load_backbone(name: str) -> Backbone:
 
 
 def main() -> None:
-    from flexguard.moderators.embedded import shipped_weights_dir
+    from flexguard.embedded.scorers import shipped_model_dir
     from flexguard.metrics import evaluate
-    from flexguard.train.encoder import EncoderTrainConfig, _split, cross_validate, featurize, load_training_items
-    from flexguard.train.ensemble import MODES, cross_fitted_rescale, flexbench_labels, member_oof_scores, weight_grid
+    from flexguard.schema import MODES
+    from flexguard.train.embedded.config import FrozenConfig
+    from flexguard.train.embedded.cv import flexbench_labels, load_training_items
+    from flexguard.train.embedded.ensemble import cross_fitted_rescale, member_oof_scores, weight_grid
+    from flexguard.train.embedded.frozen import cross_validate, featurize, make_split
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--backbone", choices=["wordllama", "e5"], required=True)
     args = ap.parse_args()
     backbone = load_backbone(args.backbone)
-    cfg = EncoderTrainConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"))
+    cfg = FrozenConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"))
     ids, tiers = flexbench_labels(cfg.flexbench)
-    shipped = [member_oof_scores(shipped_weights_dir(m), ids, tiers) for m in ("crossencoder", "embedded")]
-    members = ["crossencoder", "embedded", args.backbone]
+    shipped = [member_oof_scores(shipped_model_dir(m), ids, tiers) for m in ("crossencoder", "frozen")]
+    members = ["crossencoder", "frozen", args.backbone]
     grid, rows, chosen = weight_grid(3, 0.25), [], {}
     for mode in MODES:
         fb, corpus = load_training_items(cfg.flexbench, cfg.distill, mode)
-        oof = cross_validate(_split(fb, featurize(backbone, fb, progress=True)),
-                             _split(corpus, featurize(backbone, corpus, progress=True)), cfg)  # the shipped members' folds
+        oof = cross_validate(make_split(fb, featurize(backbone, fb, progress=True)),
+                             make_split(corpus, featurize(backbone, corpus, progress=True)), cfg)  # the shipped members' folds
         pos = {it.id: k for k, it in enumerate(fb)}
         own = oof["score"][[pos[i] for i in ids[mode]]]
         t = tiers[mode]

@@ -16,24 +16,25 @@ from _common import DATA, table, write_result
 
 
 def main() -> None:
-    from flexguard.embedding import MiniLMEmbedder
-    from flexguard.moderators.embedded import shipped_weights_dir
-    from flexguard.train.encoder import (EncoderTrainConfig, _split, cross_validate, cv_summary, featurize,
-                                         load_training_items)
+    from flexguard.embedded.minilm import MiniLMEmbedder
+    from flexguard.embedded.scorers import shipped_model_dir
+    from flexguard.train.embedded.config import FrozenConfig
+    from flexguard.train.embedded.cv import load_training_items
+    from flexguard.train.embedded.frozen import cross_validate, cv_summary, featurize, make_split
 
-    card = json.loads((shipped_weights_dir("embedded") / "card.json").read_text())["config"]
+    card = json.loads((shipped_model_dir("frozen") / "card.json").read_text())["config"]
     rows = []
     for subset in ("prompt", "response"):
         for weak, weight in ((None, 0.0), (str(DATA / "guard_benchmarks_guardreasoner"), 0.25),
                              (str(DATA / "guard_benchmarks_guardreasoner"), 1.0)):
-            cfg = EncoderTrainConfig(**{**card, "flexbench": str(DATA / "flexbench_r"), "distill": str(DATA / "distill"),
-                                        "out": None, "weak": weak, "weak_weight": weight or 0.5})
+            cfg = FrozenConfig.from_card(card, flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"),
+                                         weak=weak, weak_weight=weight or 0.5)
             emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
             fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
-            fb = _split(fb_items, featurize(emb, fb_items))
-            extra = _split(extra_items, featurize(emb, extra_items, progress=True))
+            fb = make_split(fb_items, featurize(emb, fb_items))
+            extra = make_split(extra_items, featurize(emb, extra_items, progress=True))
             t = time.perf_counter()
-            s = cv_summary(fb, cross_validate(fb, extra, cfg, folds=5))["risk_scorer"]
+            s = cv_summary(fb, cross_validate(fb, extra, cfg))["risk_scorer"]
             rows.append({"subset": subset, "weak_rows": int((extra.tiers < 0).sum()), "weak_weight": weight,
                          **{k: s[k] for k in ("f1_strict", "f1_moderate", "f1_loose", "avg_f1", "worst_f1")},
                          "cv_s": round(time.perf_counter() - t)})

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Tests never reach a hub: fail fast instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests write nowhere outside temporary folders: no embedding cache, HF cache or matplotlib config in ~.
+_SCRATCH = tempfile.mkdtemp(prefix="flexguard-tests-")
+os.environ["FLEXGUARD_CACHE"] = os.path.join(_SCRATCH, "cache")
+os.environ["HF_HOME"] = os.path.join(_SCRATCH, "hf")
+os.environ["MPLCONFIGDIR"] = os.path.join(_SCRATCH, "matplotlib")
 
 import csv
 import json
@@ -84,10 +90,11 @@ def training_rows(subset: str, start: int = 0) -> list[dict]:
     return out
 
 
-@pytest.fixture
-def training_folders(tmp_path: Path) -> tuple[Path, Path]:
-    """FlexBench-shaped and distillation-corpus-shaped folders for ``flexguard train encoder``."""
-    fb, dist = tmp_path / "fb", tmp_path / "distill"
+@pytest.fixture(scope="session")
+def training_folders(tmp_path_factory) -> tuple[Path, Path]:
+    """FlexBench-shaped and distillation-corpus-shaped folders for ``flexguard train encoder`` (read-only)."""
+    root = tmp_path_factory.mktemp("training")
+    fb, dist = root / "fb", root / "distill"
     fb.mkdir()
     dist.mkdir()
     for subset in ("prompt", "response"):

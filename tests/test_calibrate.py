@@ -1,8 +1,14 @@
 import numpy as np
 import pytest
 
-from flexguard.calibrate import (Strategy, ThresholdCalibrator, TierProbabilityCalibrator, bootstrap_threshold,
-                                 cross_fit, fit_threshold)
+from flexguard.calibrate import (
+    Strategy,
+    ThresholdCalibrator,
+    TierProbabilityCalibrator,
+    bootstrap_threshold,
+    cross_fit,
+    fit_threshold,
+)
 from flexguard.errors import ConfigError, DataError
 
 

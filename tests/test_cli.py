@@ -4,11 +4,9 @@ import sys
 
 import pytest
 
-from flexguard.cli import main
-
-from flexguard.moderators import register, unregister
-
 from conftest import ROWS, FakeModerator, write_predictions
+from flexguard.cli import main
+from flexguard.moderators import register, unregister
 
 
 @pytest.fixture
@@ -115,8 +113,12 @@ def test_score_batch_resumes(const_backend, tmp_path, capsys):
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in recs] == ["a", "b", "3"] and [r["flagged"] for r in recs] == [False, True, False]
     assert recs[1]["decisions"]["loose"] is True and recs[1]["tier"] == "HIGH"
-    assert main(["score", "--in", str(src), "--out", str(out), "--model", "const", "-q"]) == 0
+    assert main(["score", "--in", str(src), "--out", str(out), "--model", "const", "-q", "--threshold", "50"]) == 0
     assert "(3 resumed)" in capsys.readouterr().err
+    # other decision settings would mix two configurations in one file: refused, with the way out
+    assert main(["score", "--in", str(src), "--out", str(out), "--model", "const", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "--no-resume" in err and len(out.read_text().splitlines()) == 3
 
 
 def test_bench_public_suites(const_backend, tmp_path, capsys):

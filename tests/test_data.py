@@ -3,11 +3,10 @@ import json
 import pandas as pd
 import pytest
 
+from conftest import FIELDS, flexbench_rows, write_csv
 from flexguard.data import items_from_rows, load_flexbench, load_public, read_jsonl
 from flexguard.errors import DataError
 from flexguard.rubric import Tier
-
-from conftest import FIELDS, flexbench_rows, write_csv
 
 
 def test_load_local_folder_both_subsets(flexbench_dir):
@@ -86,7 +85,8 @@ def test_response_subset_requires_responses(tmp_path):
 def test_public_suite(tmp_path):
     def row(p, r, label):
         return {"instruction": "ignored", "input": f"Human user:\n{p}\n\nAI assistant:\n{r}\n\n", "output": label}
-    (tmp_path / "0_2_OpenAIModeration.json").write_text(json.dumps([row("hi", "None", "unharmful"), row("kill", "None", "harmful")]))
+    rows = [row("hi", "None", "unharmful"), row("kill", "None", "harmful")]
+    (tmp_path / "0_2_OpenAIModeration.json").write_text(json.dumps(rows))
     (tmp_path / "0_9_safe_rlhf.json").write_text(json.dumps(
         [row("q", "multi\n\nline answer", "Answers: \nRequest: None\nCompletion: None\nResponse: harmful\n")]))
     suites = load_public(tmp_path)
@@ -102,7 +102,8 @@ def test_items_from_rows_reports_bad_rows():
     with pytest.raises(DataError) as e:
         items_from_rows(rows, origin="in.jsonl", max_chars=20)
     msg = str(e.value)
-    assert "row 2 ('prompt' is empty)" in msg and "int, not a string" in msg and "no 'prompt'" in msg and "limit 20" in msg
+    assert "row 2 ('prompt' is empty)" in msg and "int, not a string" in msg and "no 'prompt'" in msg
+    assert "limit of 20 characters" in msg
     ok = items_from_rows([{"text": "hello"}, {"id": "a", "prompt": "p", "response": "r"}], origin="x")
     assert [i.id for i in ok] == ["1", "a"] and ok[1].mode == "response"
 

@@ -16,7 +16,7 @@ def modules_with_examples() -> list[str]:
 
 
 def test_the_package_has_examples():
-    assert {"flexguard.ordinal", "flexguard.train.finetune"} <= set(modules_with_examples())
+    assert {"flexguard.embedded.ordinal", "flexguard.train.embedded.crossencoder"} <= set(modules_with_examples())
 
 
 @pytest.mark.parametrize("name", modules_with_examples())

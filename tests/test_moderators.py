@@ -1,11 +1,10 @@
 import pytest
 
+from conftest import write_predictions
 from flexguard.errors import ConfigError, DataError, UnknownBackendError
 from flexguard.moderators import BACKENDS, get_moderator
 from flexguard.moderators.predictions import read_predictions
 from flexguard.schema import Item
-
-from conftest import write_predictions
 
 
 def test_unknown_backend_suggests_a_name():
@@ -22,7 +21,8 @@ def test_import_flexguard_does_not_import_heavy_modules():
     import subprocess
     import sys
 
-    code = "import sys, flexguard; print(sorted(m for m in ('torch','transformers','onnxruntime','matplotlib','fastapi') if m in sys.modules))"
+    heavy = "('torch', 'transformers', 'onnxruntime', 'matplotlib', 'fastapi')"
+    code = f"import sys, flexguard; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

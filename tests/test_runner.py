@@ -2,10 +2,9 @@ import json
 
 import pytest
 
+from conftest import FakeModerator
 from flexguard.errors import ConfigError
 from flexguard.runner import manifest_path, score_items
-
-from conftest import FakeModerator
 
 
 def test_writes_as_it_goes_and_resumes_after_interrupt(tmp_path, items):

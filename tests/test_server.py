@@ -11,7 +11,6 @@ from flexguard.rubric import Category
 from flexguard.schema import Item, ModerationResult
 from flexguard.server.app import ServerLimits, create_app, load_api_keys
 from flexguard.thresholds import Policy
-
 from servers import Running
 
 
@@ -180,9 +179,8 @@ def test_flexguard_serve_command(tmp_path):
     import subprocess
     import sys
 
-    from servers import free_port
-
     from flexguard.cli import main
+    from servers import free_port
 
     assert main(["serve", "--policy", str(tmp_path / "missing.yaml")]) == 2
     (tmp_path / "keys").write_text("sk-cli\n")

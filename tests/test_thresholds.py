@@ -55,7 +55,8 @@ def test_yaml_round_trip(tmp_path):
     path = tmp_path / "p.yaml"
     p.save(path)
     q = Policy.load(path)
-    assert q.to_dict() == p.to_dict() and q.resolve(category="SEX", mode="response") == {"strict": 10, "moderate": 37.5, "loose": 70}
+    assert q.to_dict() == p.to_dict()
+    assert q.resolve(category="SEX", mode="response") == {"strict": 10, "moderate": 37.5, "loose": 70}
 
 
 def test_load_errors(tmp_path):

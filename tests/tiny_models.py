@@ -39,3 +39,19 @@ def tiny_qwen3(seed: int = 0, hidden: int = 64, layers: int = 2):
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
+
+
+def brute_force_distribution(model, prefix_ids, candidates):
+    """P(n) by one full forward pass per candidate: the reference for the cached expected score."""
+    import numpy as np
+    import torch
+
+    device = next(model.parameters()).device
+    out = np.empty(len(candidates))
+    with torch.no_grad():
+        for i, c in enumerate(candidates):
+            seq = torch.tensor([list(prefix_ids) + list(c)], device=device)
+            # logits of the last len(c)+1 positions: row k predicts candidate token k
+            lp = model(input_ids=seq, logits_to_keep=len(c) + 1).logits[0].float().log_softmax(-1)
+            out[i] = np.exp(sum(float(lp[k, c[k]]) for k in range(len(c))))
+    return out

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from .errors import ConfigError, DataError
-from .metrics import best_f1_threshold, threshold_sweep
+from .metrics import Evaluation, best_f1_threshold, evaluate, threshold_sweep
 from .rubric import Category, Tier
 from .thresholds import Decisions, Policy, default_regimes
 
@@ -114,13 +114,14 @@ class ThresholdCalibrator(BaseEstimator):
             return {r: Strategy.parse(self.strategy.get(r, "default")) for r in regimes}
         return {r: Strategy.parse(self.strategy) for r in regimes}
 
-    def fit(self, scores: Sequence[float], tiers: Sequence[int], categories: Sequence[str | None] | None = None) -> "ThresholdCalibrator":
+    def fit(self, scores: Sequence[float], tiers: Sequence[int],
+            categories: Sequence[str | None] | None = None) -> "ThresholdCalibrator":
         scores = np.asarray(scores, float)
         tiers = np.asarray(tiers, int)
         if len(scores) != len(tiers):
             raise DataError(f"{len(scores)} scores but {len(tiers)} tiers")
-        base = self.base or Policy(regimes=dict(self.regimes or default_regimes()),
-                                   thresholds={r: Policy().thresholds.get(r, 50.0) for r in (self.regimes or default_regimes())})
+        regimes = {r: Tier.parse(t) for r, t in (self.regimes or default_regimes()).items()}
+        base = self.base or Policy(regimes=regimes, thresholds={r: t.threshold for r, t in regimes.items()})
         names = base.regime_names
         strategies = self._strategies(names)
         ok = ~np.isnan(scores)
@@ -194,6 +195,67 @@ def cross_fit(calibrator: ThresholdCalibrator, scores: Sequence[float], tiers: S
         fold_th.append(cal.thresholds_)
     return flags, fold_th
 
+def cross_fitted_evaluation(calibrator: ThresholdCalibrator, scores: Sequence[float | None], tiers: Sequence[int], *,
+                            policy: Policy, categories: Sequence[str | None] | None = None,
+                            flagged: Sequence[bool | None] | None = None, n_splits: int = 5, n_boot: int = 0,
+                            seed: int = 0) -> tuple[Evaluation, list[dict[str, float]]]:
+    """How thresholds fitted by ``calibrator`` do on items they were not fitted on.
+
+    Cross-fits the calibrator (:func:`cross_fit`) and evaluates its out-of-fold decisions.
+    Items without a score take part in fitting as never-flagged (score -1) and are judged by
+    :func:`~flexguard.metrics.evaluate`'s rules. Returns the evaluation and each fold's thresholds.
+    """
+    s = np.array([np.nan if v is None else v for v in scores], float)
+    flags, fold_th = cross_fit(calibrator, np.where(np.isnan(s), -1.0, s), tiers, categories=categories,
+                               n_splits=n_splits, seed=seed)
+    ev = evaluate(s, tiers, policy=policy, flagged=flagged, decisions=flags, n_boot=n_boot, seed=seed)
+    return ev, fold_th
+
+
+@dataclass
+class PolicyFit:
+    """A policy fitted on labelled predictions, how it does on held-out folds, and what to tell the user."""
+
+    policy: Policy
+    held_out: Evaluation
+    note: str | None = None
+
+
+def calibrate_from_predictions(predictions: str, bench, *, strategy: str = "max-f1", base: Policy | None = None,
+                               per_category: bool = False, min_support: int = 30, seed: int = 0) -> PolicyFit:
+    """Fit a policy to a predictions file (``{"id", "score", "category"?}``) on a labelled benchmark.
+
+    The policy is fitted on every item; the held-out numbers come from cross-fitting the same
+    strategy (:func:`cross_fitted_evaluation`), so they are honest about fitting on one split.
+    """
+    from .moderators.predictions import PredictionsModerator
+
+    res = PredictionsModerator(predictions).score(bench.items)  # matches ids, names the missing ones
+    if missing := sum(r.score is None for r in res):
+        raise DataError(f"{predictions}: calibration needs a score for every item ({missing} have none)")
+    scores = np.array([r.score for r in res])
+    cats = [None if r.category is None else r.category.value for r in res]
+    if per_category and all(c is None for c in cats):
+        raise DataError(f"{predictions}: --per-category needs a 'category' in the predictions, and none has one")
+    base = base or Policy()
+    cal = ThresholdCalibrator(strategy, per_category=per_category, min_support=min_support,
+                              regimes=dict(base.regimes), base=base)
+    cal.fit(scores, bench.tier_ranks, cats if per_category else None)
+    held, _ = cross_fitted_evaluation(cal, scores, bench.tier_ranks, policy=base,
+                                      categories=cats if per_category else None, seed=seed)
+    policy = cal.policy_
+    policy.meta.update({"fitted_on": f"{bench.origin} ({len(bench)} items)",
+                        "cross_fitted": {r: {"f1": round(m.f1, 4), "fpr": round(m.fpr, 4), "recall": round(m.recall, 4)}
+                                         for r, m in held.regimes.items()}})
+    note = None
+    if per_category:
+        fitted = ", ".join(c.value for c in cal.category_thresholds_)
+        note = (f"per-category overrides: {fitted}" if fitted else
+                f"no per-category thresholds: no category has {min_support} or more items with both safe and unsafe "
+                f"labels under every regime (support: {cal.support_}); lower --min-support to fit smaller ones")
+    return PolicyFit(policy, held, note)
+
+
 @dataclass
 class ThresholdUncertainty:
     """A threshold fitted from few labels, with its bootstrap spread."""
@@ -206,15 +268,16 @@ class ThresholdUncertainty:
 
 
 def bootstrap_threshold(scores: Sequence[float], labels: Sequence[bool], strategy: str = "max-f1", *,
-                        n_boot: int = 500, seed: int = 0) -> ThresholdUncertainty:
+                        n_boot: int = 500, seed: int = 0, default: float | None = None) -> ThresholdUncertainty:
     """Fit a threshold on ``n`` labelled examples and say how uncertain it is.
 
     Resamples the examples ``n_boot`` times and refits; resamples without both classes are
-    skipped. Use it to decide whether a handful of labels is enough to move off the defaults.
+    skipped. Use it to decide whether a handful of labels is enough to move off the defaults
+    (``default``: the threshold the ``default`` strategy keeps).
     """
     s, y = np.asarray(scores, float), np.asarray(labels, bool)
     st = Strategy.parse(strategy)
-    t0 = fit_threshold(s, y, st, default=None if st.kind != "default" else 50.0)
+    t0 = fit_threshold(s, y, st, default=default)
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
@@ -245,7 +308,8 @@ class TierProbabilityCalibrator:
         self.models_ = {}
         for k in range(1, 5):
             y = (t >= k).astype(float)
-            self.models_[Tier.from_rank(k)] = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip", increasing=True).fit(s, y)
+            iso = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip", increasing=True)
+            self.models_[Tier.from_rank(k)] = iso.fit(s, y)
         return self
 
     def predict_proba(self, scores: Sequence[float]) -> dict[Tier, np.ndarray]:

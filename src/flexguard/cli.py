@@ -40,16 +40,47 @@ def _moderator(args: argparse.Namespace):
         options[key.replace("-", "_")] = yaml.safe_load(value)
     if getattr(args, "mode", None):
         options["mode"] = args.mode
-    try:
-        return get_moderator(args.model, **options)
-    except TypeError as e:  # an option the backend's constructor does not take
-        raise ConfigError(f"model {args.model!r} does not accept these options ({e})") from None
+    return get_moderator(args.model, **options)  # options the backend does not take are a ConfigError there
 
 
-def _decision_record(policy, res, *, mode: str | None, strictness: str | None, threshold: float | None) -> dict[str, Any]:
-    v = policy.verdict(res.score, label=res.flagged, category=res.category, mode=mode, strictness=strictness,
-                       threshold=threshold)
-    return {"flagged": v.flagged, "threshold": v.threshold, "decisions": v.decisions, "margin": v.margin}
+def add_config_flags(p: argparse.ArgumentParser, *classes: type, exclude: Sequence[str] = ()) -> None:
+    """One ``--flag`` per field of the config dataclasses, with the field's help text.
+
+    Defaults stay in the dataclasses: every flag defaults to None (not given), and
+    :func:`config_from_args` passes only the given ones, so a field shared by several configs
+    keeps each config's own default.
+    """
+    import dataclasses
+    import typing
+
+    fields: dict[str, list[tuple[type, Any]]] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if f.name not in exclude:
+                fields.setdefault(f.name, []).append((cls, f))
+    for name, owners in fields.items():
+        cls0, f = owners[0]
+        typ = typing.get_type_hints(cls0)[name]
+        base = next((a for a in typing.get_args(typ) if a is not type(None)), typ)  # X | None -> X
+        defaults = {c.__name__: fl.default for c, fl in owners}
+        shown = ("; ".join(f"{k}: {v}" for k, v in defaults.items()) if len(set(map(str, defaults.values()))) > 1
+                 else str(f.default))
+        where = "" if len(owners) == len(classes) else f" [{', '.join(c.__name__ for c, _ in owners)} only]"
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=base, default=None,
+                       choices=f.metadata.get("choices"),
+                       help=f"{f.metadata.get('help', name.replace('_', ' '))} (default {shown}){where}")
+
+
+def config_from_args(cls: type, args: argparse.Namespace, *, flag_owner: str, **fixed: Any):
+    """Build ``cls`` from the flags given (not None); a given flag ``cls`` does not take is a ConfigError."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in vars(args).items() if v is not None and k in getattr(args, "_config_flags", ())}
+    if wrong := sorted(set(given) - names):
+        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        raise ConfigError(f"{flags} do(es) not apply to {flag_owner}")
+    return cls(**{**given, **fixed})
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -68,10 +99,17 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
 
 # --- commands -------------------------------------------------------------------------
 
+def _read_stdin_text() -> str:
+    text = sys.stdin.read()
+    if not text.strip():
+        raise ConfigError("nothing to score: standard input was empty")
+    return text
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from .data import items_from_rows, read_table
+    from .records import result_record
     from .runner import score_items
-    from .schema import Item
 
     policy = _policy(args)
     if args.threshold is not None and args.strictness:
@@ -85,34 +123,42 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.input:
         if args.text:
             raise ConfigError("give a TEXT argument or --in FILE, not both")
-        items = items_from_rows(read_table(args.input), origin=str(args.input), max_chars=args.max_chars)
+        rows = read_table(args.input) if args.input != "-" else _stdin_rows()
+        items = items_from_rows(rows, origin="standard input" if args.input == "-" else str(args.input),
+                                max_chars=args.max_chars)
     elif args.text is not None:
-        items = items_from_rows([{"id": "1", "prompt": args.text, "response": args.response}], origin="command line",
+        text = _read_stdin_text() if args.text == "-" else args.text
+        items = items_from_rows([{"id": "1", "prompt": text, "response": args.response}], origin="command line",
                                 max_chars=args.max_chars)
     else:
-        raise ConfigError("nothing to score: give a TEXT argument or --in FILE")
+        raise ConfigError("nothing to score: give a TEXT argument, '-' to read it from standard input, or --in FILE")
     moderator = _moderator(args)
 
-    def annotate(item: Item, res) -> dict[str, Any]:
-        return _decision_record(policy, res, mode=item.mode, strictness=args.strictness, threshold=args.threshold)
+    def record(item, res) -> dict[str, Any]:
+        return result_record(item, res, policy, strictness=args.strictness, threshold=args.threshold)
 
+    settings = {"policy": policy.to_dict(), "strictness": args.strictness, "threshold": args.threshold}
     run = score_items(moderator, items, out=args.out, batch_size=args.batch_size, progress=bool(args.out) and not args.quiet,
-                      resume=not args.no_resume, annotate=annotate)
+                      resume=not args.no_resume, record=record, settings=settings)
     if args.out:
-        n_err = sum(r.parse_error for r in run.results)
-        print(f"scored {len(items)} items ({run.resumed} resumed) -> {args.out}" + (f"; {n_err} parse errors" if n_err else ""),
-              file=sys.stderr)
+        n_err = sum(r.parse_error or r.error is not None for r in run.results)
+        print(f"scored {len(items)} items ({run.resumed} resumed) -> {args.out}"
+              + (f"; {n_err} could not be judged (parse or model errors)" if n_err else ""), file=sys.stderr)
         return 0
     for item, res in zip(items, run.results):
-        rec = {"id": item.id, "risk_score": None if res.score is None else round(res.score, 2),
-               "tier": None if res.tier is None else res.tier.value,
-               "category": None if res.category is None else res.category.value,
-               "category_scores": res.category_scores, "parse_error": res.parse_error, **annotate(item, res)}
+        rec = record(item, res)
         if args.json:
-            print(json.dumps(rec))
+            print(json.dumps({k: v for k, v in rec.items() if k != "raw"}, ensure_ascii=False))
         else:
             _print_human(rec)
     return 0
+
+
+def _stdin_rows() -> list[dict]:
+    """JSONL rows from standard input (``--in -``)."""
+    from .data import parse_jsonl
+
+    return list(parse_jsonl(sys.stdin.buffer, origin="standard input"))
 
 
 def _print_human(rec: dict[str, Any]) -> None:
@@ -129,8 +175,8 @@ def _print_human(rec: dict[str, Any]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
     from .data import load_flexbench
+    from .evaluation import run_bench
     from .moderators import get_moderator
 
     if args.predictions:
@@ -140,8 +186,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     else:
         moderator = _moderator(args)
     if args.suite == "public":
-        from .bench import run_public
         from .data import load_public
+        from .evaluation import run_public
 
         res = run_public(moderator, load_public(args.data, args.suites), args.out, policy=_policy(args),
                          regime=args.strictness, batch_size=args.batch_size, progress=not args.quiet)
@@ -174,72 +220,49 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .calibrate import ThresholdCalibrator, cross_fit
+    from .calibrate import calibrate_from_predictions
     from .data import load_flexbench
-    from .metrics import evaluate
-    from .moderators.predictions import PredictionsModerator
 
     bench = load_flexbench(args.data, subset=args.subset, split=args.split)
-    res = PredictionsModerator(args.predictions).score(bench.items)  # matches ids, names the missing ones
-    if any(r.score is None for r in res):
-        raise ConfigError(f"{args.predictions}: calibration needs a score for every item "
-                          f"({sum(r.score is None for r in res)} have none)")
-    import numpy as np
-
-    scores = np.array([r.score for r in res])
-    cats = [None if r.category is None else r.category.value for r in res]
-    base = _policy(args)
-    cal = ThresholdCalibrator(args.strategy, per_category=args.per_category, min_support=args.min_support,
-                              regimes=dict(base.regimes), base=base)
-    cal.fit(scores, bench.tier_ranks, cats if args.per_category else None)
-    flags, _ = cross_fit(cal, scores, bench.tier_ranks, categories=cats if args.per_category else None, seed=args.seed)
-    held = evaluate(scores, bench.tier_ranks, policy=base, decisions=flags, n_boot=0)
-    cal.policy_.meta.update({"fitted_on": f"{bench.origin} ({len(bench)} items)",
-                             "cross_fitted": {r: {"f1": round(m.f1, 4), "fpr": round(m.fpr, 4), "recall": round(m.recall, 4)}
-                                              for r, m in held.regimes.items()}})
-    cal.policy_.save(args.out)
+    result = calibrate_from_predictions(args.predictions, bench, strategy=args.strategy, base=_policy(args),
+                                        per_category=args.per_category, min_support=args.min_support, seed=args.seed)
+    result.policy.save(args.out)
     print(f"{'regime':<10}{'threshold':>10}{'held-out F1':>13}{'FPR':>8}{'recall':>8}")
-    for r, m in held.regimes.items():
-        print(f"{r:<10}{cal.thresholds_[r]:>10.2f}{m.f1:>13.3f}{m.fpr:>8.3f}{m.recall:>8.3f}")
-    if cal.category_thresholds_:
-        print("per-category overrides: " + ", ".join(c.value for c in cal.category_thresholds_))
+    for r, m in result.held_out.regimes.items():
+        print(f"{r:<10}{result.policy.thresholds[r]:>10.2f}{m.f1:>13.3f}{m.fpr:>8.3f}{m.recall:>8.3f}")
+    if result.note:
+        print(result.note)
     print(f"(held-out = 5-fold cross-fitting on the same split) wrote {args.out}")
     return 0
 
 
 def cmd_train_encoder(args: argparse.Namespace) -> int:
-    calibration = {"cut_calibration": args.cut_calibration} if args.cut_calibration else {}
+    from .train.embedded.config import CrossEncoderConfig, FrozenConfig
+
     if args.finetune:
-        from .moderators.embedded import shipped_weights_dir
-        from .train.finetune import FINETUNE_CLI_OPTIONS, FinetuneConfig, train_crossencoder
+        from .train.embedded.crossencoder import train_crossencoder
 
-        chosen = {k: getattr(args, k) for k in FINETUNE_CLI_OPTIONS if getattr(args, k) is not None}
-        cfg = FinetuneConfig(flexbench=args.flexbench, distill=args.distill, seed=args.seed, **chosen, **calibration)
-        out = args.out or shipped_weights_dir("crossencoder")
-        report = train_crossencoder(cfg, out, cv_folds=args.cv_folds, progress=not args.quiet)
+        cfg = config_from_args(CrossEncoderConfig, args, flag_owner="--finetune (the cross-encoder)")
+        report = train_crossencoder(cfg, args.out, progress=not args.quiet)
         print(json.dumps({k: v for k, v in report.items() if k != "log_history"}, indent=2, default=str))
-        print(f"wrote {out}", file=sys.stderr)
-        return 0
-    from .train.encoder import EncoderTrainConfig, train_encoder
+    else:
+        from .train.embedded.frozen import train_frozen
 
-    cfg = EncoderTrainConfig(subset=args.subset, flexbench=args.flexbench, distill=args.distill, out=args.out,
-                             seed=args.seed, C=args.C, cv_folds=args.cv_folds, weak=args.weak, weak_weight=args.weak_weight,
-                             head=args.head, alpha=args.alpha, hidden=args.hidden, bag=args.bag, **calibration)
-    report = train_encoder(cfg, progress=not args.quiet)
-    print(json.dumps(report, indent=2))
+        cfg = config_from_args(FrozenConfig, args, flag_owner="the frozen heads (add --finetune for the cross-encoder)")
+        print(json.dumps(train_frozen(cfg, args.out, progress=not args.quiet), indent=2))
+    print(f"wrote {args.out}; use it with --model embedded:{args.out}", file=sys.stderr)
     return 0
 
 
 def cmd_train_ensemble(args: argparse.Namespace) -> int:
-    from .moderators.embedded import shipped_weights_dir
-    from .train.ensemble import train_ensemble
+    from .embedded.scorers import shipped_model_dir
+    from .train.embedded.ensemble import train_ensemble
 
-    members = args.members or [shipped_weights_dir("crossencoder"), shipped_weights_dir("embedded")]
+    members = args.members or [shipped_model_dir("crossencoder"), shipped_model_dir("frozen")]
     weights = {"prompt": args.prompt_weights, "response": args.response_weights}
-    out = args.out or shipped_weights_dir("ensemble")
-    report = train_ensemble(members, weights, args.flexbench, out, step=args.weight_step, seed=args.seed)
+    report = train_ensemble(members, weights, args.flexbench, args.out, step=args.weight_step, seed=args.seed)
     print(json.dumps(report, indent=2))
-    print(f"wrote {out}", file=sys.stderr)
+    print(f"wrote {args.out}; use it with --model embedded:{args.out}", file=sys.stderr)
     return 0
 
 
@@ -247,7 +270,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
     from .data import load_flexbench
     from .moderators import get_moderator
     from .runner import score_items
-    from .train.distill import DistillTeacher
+    from .train.llm.distill import DistillTeacher
 
     if bool(args.data) == bool(args.input):
         raise ConfigError("give --data (annotated FlexBench-style items) or --in (unlabelled items), one of them")
@@ -265,22 +288,24 @@ def cmd_distill(args: argparse.Namespace) -> int:
     run = score_items(DistillTeacher(teacher, k=args.k, aggregate=args.aggregate), items, out=args.out,
                       batch_size=args.batch_size, progress=not args.quiet,
                       annotate=lambda it, r: {"prompt": it.prompt, "response": it.response},
+                      settings={"k": args.k, "aggregate": args.aggregate, "temperature": args.temperature},
                       manifest_extra={"data": origin})
     bad = sum(r.parse_error for r in run.results)
-    print(f"distilled {len(run.results) - bad} items ({run.resumed} resumed, {bad} without a usable teacher answer) -> {args.out}")
+    print(f"distilled {len(run.results) - bad} items ({run.resumed} resumed, {bad} without a usable teacher answer) "
+          f"-> {args.out}")
     return 0
 
 
 def cmd_train_stage(args: argparse.Namespace) -> int:
-    from .train.config import GRPORunConfig, SFTRunConfig, load_run_config
+    from .train.llm.config import GRPORunConfig, SFTRunConfig, load_run_config
 
     cls = SFTRunConfig if args.what == "sft" else GRPORunConfig
     cfg = load_run_config(cls, args.config, model=args.base_model, data=args.train_data, output_dir=args.output_dir,
                           template=args.template)
     if args.what == "sft":
-        from .train.sft import main as run
+        from .train.llm.sft import main as run
     else:
-        from .train.grpo import main as run
+        from .train.llm.grpo import main as run
     outcome = run(cfg)
     print(json.dumps(outcome.metrics, indent=2, default=str))
     print(f"saved to {outcome.output_dir} (model card: README.md, curves: training_curves.png)")
@@ -288,7 +313,7 @@ def cmd_train_stage(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from .train.merge import merge
+    from .train.llm.merge import merge
 
     out = merge(args.base, args.adapter, args.out, dtype=args.dtype, template=args.template)
     print(f"merged model saved to {out}")
@@ -315,9 +340,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("score", help="score a prompt (or prompt+response), or a JSONL/CSV file")
-    s.add_argument("text", nargs="?", help="the prompt to moderate")
+    s.add_argument("text", nargs="?", help="the prompt to moderate ('-': read it from standard input)")
     s.add_argument("--response", help="the assistant response (response moderation)")
-    s.add_argument("--in", dest="input", help="JSONL/CSV/Parquet with prompt (or text) and optional response, id")
+    s.add_argument("--in", dest="input", help="JSONL/CSV/Parquet with prompt (or text) and optional response, id "
+                   "('-': JSONL from standard input)")
     s.add_argument("--out", help="write results here as JSONL, as they are produced (re-run resumes)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--strictness", help="regime whose decision is shown as flagged (default: the policy's)")
@@ -370,30 +396,11 @@ def make_parser() -> argparse.ArgumentParser:
                                          "or with --finetune the fine-tuned cross-encoder")
     te.add_argument("--finetune", action="store_true",
                     help="fine-tune MiniLM end to end as a cross-encoder and export int8 ONNX (the default 'embedded' model)")
-    te.add_argument("--subset", choices=["prompt", "response", "both"], default="both", help="frozen heads only")
-    te.add_argument("--flexbench", default="../shared/data/flexbench_r")
-    te.add_argument("--distill", default="../shared/data/distill")
-    te.add_argument("--out", default=None, help="output folder (default: the package's shipped weights)")
-    te.add_argument("--seed", type=int, default=0)
-    from .train.encoder import EncoderTrainConfig as Frozen  # light to import: sklearn loads only when fitting
+    te.add_argument("--out", required=True, help="output folder (load it with --model embedded:FOLDER)")
+    from .train.embedded.config import CrossEncoderConfig, FrozenConfig  # light: no sklearn or torch until training
 
-    te.add_argument("--C", type=float, default=Frozen.C, help="inverse L2 strength of the logistic heads")
-    te.add_argument("--cut-calibration", choices=["none", "prior", "f1"], default=None,
-                    help="per-cut logit shift fitted on out-of-fold FlexBench logits (default: f1 fine-tuned, none frozen)")
-    te.add_argument("--head", choices=["mlp", "logistic"], default=Frozen.head, help="frozen: cut-point head type")
-    te.add_argument("--hidden", type=int, default=Frozen.hidden, help="frozen: hidden units of an mlp head")
-    te.add_argument("--alpha", type=float, default=Frozen.alpha, help="frozen: L2 penalty of an mlp head")
-    te.add_argument("--bag", type=int, default=Frozen.bag, help="frozen: mlp heads per cut (seeds) averaged into one")
-    from .train.finetune import FINETUNE_CLI_OPTIONS, FinetuneConfig
-
-    for name, typ in FINETUNE_CLI_OPTIONS.items():  # defaults live in FinetuneConfig only
-        f = FinetuneConfig.__dataclass_fields__[name]
-        te.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
-                        help=f"fine-tune: {f.metadata.get('help', name.replace('_', ' '))}"
-                             + ("" if f.default is None else f" (default {f.default})"))
-    te.add_argument("--weak", default=None, help="binary public suites folder: weak supervision of the moderate cut")
-    te.add_argument("--weak-weight", type=float, default=Frozen.weak_weight)
-    te.add_argument("--cv-folds", type=int, default=5)
+    add_config_flags(te, FrozenConfig, CrossEncoderConfig)
+    te.set_defaults(_config_flags=tuple(f for c in (FrozenConfig, CrossEncoderConfig) for f in c.__dataclass_fields__))
     te.add_argument("-q", "--quiet", action="store_true")
     te.set_defaults(func=cmd_train_encoder)
 
@@ -407,7 +414,7 @@ def make_parser() -> argparse.ArgumentParser:
                     help="one weight per member for responses (default: chosen like the prompt weights)")
     tn.add_argument("--weight-step", type=float, default=0.25, help="grid step of the weight search")
     tn.add_argument("--flexbench", default="../shared/data/flexbench_r")
-    tn.add_argument("--out", default=None, help="output folder (default: the package's shipped ensemble)")
+    tn.add_argument("--out", required=True, help="output folder (load it with --model embedded:FOLDER)")
     tn.add_argument("--seed", type=int, default=0)
     tn.set_defaults(func=cmd_train_ensemble)
 

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -119,7 +119,8 @@ def read_table(path: str | Path) -> list[dict]:
     suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
     try:
         if suffix.startswith(".csv") or suffix.startswith(".tsv"):
-            df = pd.read_csv(path, sep="\t" if suffix.startswith(".tsv") else ",", dtype={"id": str}, keep_default_na=False, na_values=[""])
+            df = pd.read_csv(path, sep="\t" if suffix.startswith(".tsv") else ",", dtype={"id": str}, keep_default_na=False,
+                             na_values=[""])
         elif suffix.startswith(".parquet"):
             df = pd.read_parquet(path)
         elif suffix.startswith(".jsonl") or suffix.startswith(".json"):
@@ -144,22 +145,26 @@ def _read_json_rows(path: Path) -> list[dict]:
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:
     """Yield the objects of a JSONL file; a bad line raises :class:`DataError` with its number."""
-    path = Path(path)
     with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            yield obj
+        yield from parse_jsonl(f, origin=str(path))
+
+
+def parse_jsonl(lines: Iterable[bytes], *, origin: str) -> Iterator[dict]:
+    """Yield the JSON objects of JSONL byte lines (a file, standard input); errors name ``origin`` and the line."""
+    for n, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{origin}:{n}: invalid UTF-8 ({e.reason} at byte {e.start})") from None
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{origin}:{n}: malformed JSON: {e.msg} (column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{origin}:{n}: expected a JSON object, got {type(obj).__name__}")
+        yield obj
 
 
 def _truthy(v: object) -> bool | None:
@@ -201,7 +206,7 @@ def rows_to_items(rows: list[dict], *, origin: str, subset: Subset) -> list[Item
     items: list[Item] = []
     seen: dict[str, int] = {}
     for n, r in enumerate(rows, 1):
-        bad = lambda col, why: errors.setdefault(col, []).append((n, why))  # noqa: E731
+        bad = lambda col, why, n=n: errors.setdefault(col, []).append((n, why))  # noqa: E731
         rid = "" if r.get("id") is None else str(r["id"]).strip()
         if not rid:
             bad("id", "empty id")
@@ -258,36 +263,84 @@ def rows_to_items(rows: list[dict], *, origin: str, subset: Subset) -> list[Item
 
 # --- items to score (no labels) -------------------------------------------------------
 
+@dataclass(frozen=True)
+class ItemProblem:
+    """What is wrong with one item to score: where (``index``, 0-based; ``field``), a machine
+    ``code`` (``missing``, ``not_text``, ``empty``, ``too_long``, ``duplicate_id``) and a message."""
+
+    index: int
+    field: str
+    code: str
+    message: str
+
+
+class InvalidItemsError(DataError):
+    """Items to score that break the input rules; ``problems`` lists each one."""
+
+    def __init__(self, message: str, problems: list[ItemProblem]):
+        super().__init__(message)
+        self.problems = problems
+
+
+def text_problem(text: object, field: str, *, max_chars: int) -> tuple[str, str] | None:
+    """``(code, message)`` of what is wrong with one text, or None when it can be scored."""
+    if text is None:
+        return "missing", f"no {field!r}"
+    if not isinstance(text, str):
+        return "not_text", f"{field!r} is {type(text).__name__}, not a string"
+    if not text.strip():
+        return "empty", f"{field!r} is empty"
+    if len(text) > max_chars:
+        return "too_long", f"{field!r} has {len(text)} characters > limit of {max_chars} characters per text"
+    return None
+
+
+def _raise_problems(origin: str, label: str, problems: list[ItemProblem], *, first: int) -> None:
+    """One error listing the first problems; items are numbered from ``first`` (rows of a file from 1)."""
+    if problems:
+        shown = "; ".join(f"{label} {p.index + first} ({p.message})" for p in problems[:_SHOW])
+        more = f" and {len(problems) - _SHOW} more" if len(problems) > _SHOW else ""
+        raise InvalidItemsError(f"{origin}: {len(problems)} problem(s) in the {label}s: {shown}{more}", problems)
+
+
+def check_items(items: Sequence[Item], *, max_chars: int = MAX_TEXT_CHARS, origin: str = "request",
+                what: str = "input") -> None:
+    """Raise :class:`InvalidItemsError` unless every item's texts can be scored (one error listing all)."""
+    problems = []
+    for k, it in enumerate(items):
+        for name, text in (("prompt", it.prompt), ("response", it.response)):
+            if text is None and name == "response":
+                continue
+            if bad := text_problem(text, name, max_chars=max_chars):
+                problems.append(ItemProblem(k, name, *bad))
+    _raise_problems(origin, what, problems, first=0)
+
+
 def items_from_rows(rows: Iterable[dict], *, origin: str, max_chars: int = MAX_TEXT_CHARS) -> list[Item]:
     """Build unlabelled items from ``{"id"?, "prompt"|"text", "response"?}`` rows.
 
     Rows without an id get their 1-based row number. Empty or non-string texts and texts over
-    ``max_chars`` raise one :class:`DataError` listing the first offending rows.
+    ``max_chars`` raise one :class:`InvalidItemsError` listing the first offending rows.
     """
     items, problems, seen = [], [], set()
-    for n, r in enumerate(rows, 1):
-        rid = str(r["id"]) if r.get("id") is not None else str(n)
+    for n, r in enumerate(rows):
+        rid = str(r["id"]) if r.get("id") is not None else str(n + 1)
         prompt = r.get("prompt", r.get("text", r.get("input")))
         response = r.get("response")
         if prompt is None:
-            problems.append((n, "no 'prompt' (or 'text') field"))
+            problems.append(ItemProblem(n, "prompt", "missing", "no 'prompt' (or 'text') field"))
             continue
         for name, text in (("prompt", prompt), ("response", response)):
             if text is None and name == "response":
                 continue
-            if not isinstance(text, str):
-                problems.append((n, f"'{name}' is {type(text).__name__}, not a string"))
-            elif not text.strip():
-                problems.append((n, f"'{name}' is empty"))
-            elif len(text) > max_chars:
-                problems.append((n, f"'{name}' has {len(text)} characters, limit {max_chars}"))
+            if bad := text_problem(text, name, max_chars=max_chars):
+                problems.append(ItemProblem(n, name, *bad))
         if rid in seen:
-            problems.append((n, f"duplicate id {rid!r}"))
+            problems.append(ItemProblem(n, "id", "duplicate_id", f"duplicate id {rid!r}"))
         seen.add(rid)
         items.append(Item(id=rid, prompt=prompt if isinstance(prompt, str) else "",
                           response=response if isinstance(response, str) else None))
-    if problems:
-        raise DataError(f"{origin}: " + _problems("bad input", problems))
+    _raise_problems(origin, "row", problems, first=1)
     return items
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import DataError
 from .metrics import Evaluation
-from .rubric import Tier
+from .rubric import TIER_CUTS, Tier
 
 
 def _f(x: float | None, nd: int = 3) -> str:
@@ -85,7 +85,8 @@ def write_report(
               "|---|---|" + "---|" * len(ev.regimes)]
     for t in Tier:
         fr = ev.flag_rate[t.value]
-        lines.append(f"| {t.value} | {_f(ev.mean_score_by_tier[t.value], 1)} | " + " | ".join(_f(fr[r], 2) for r in ev.regimes) + " |")
+        rates = " | ".join(_f(fr[r], 2) for r in ev.regimes)
+        lines.append(f"| {t.value} | {_f(ev.mean_score_by_tier[t.value], 1)} | {rates} |")
     if scores is not None and tiers is not None:
         plots = plot_run(out, scores, tiers, ev)
         lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
@@ -108,7 +109,7 @@ def plot_run(out: Path, scores: np.ndarray, tiers: np.ndarray, ev: Evaluation) -
     rng = np.random.default_rng(0)
     for k, d in enumerate(data, 1):
         ax.scatter(k + rng.uniform(-0.15, 0.15, len(d)), d, s=4, alpha=0.35)
-    for cut in (20, 40, 60, 80):
+    for cut in TIER_CUTS:
         ax.axhline(cut, color="grey", lw=0.5, ls=":")
     ax.set_ylim(-2, 102); ax.set_ylabel("risk score"); ax.set_title("Score by gold tier")
     fig.tight_layout(); p = out / "score_by_tier.png"; fig.savefig(p, dpi=110); plt.close(fig); paths.append(p)

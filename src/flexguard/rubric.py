@@ -38,6 +38,11 @@ class Tier(enum.StrEnum):
         """Inclusive score band of the tier on the 0–100 scale, e.g. ``(21, 40)`` for LOW."""
         return TIER_BANDS[self]
 
+    @property
+    def threshold(self) -> float:
+        """The score threshold that flags this tier and above (unsafe when ``score > threshold``): 20 for LOW."""
+        return float(TIER_BANDS[self][0] - 1) if self is not Tier.BENIGN else -1.0
+
     @classmethod
     def from_rank(cls, rank: int) -> "Tier":
         return _TIER_ORDER[rank]
@@ -81,7 +86,7 @@ class Regime(enum.StrEnum):
     @property
     def default_threshold(self) -> float:
         """Rubric default: unsafe when score > threshold (20 / 40 / 60)."""
-        return float(TIER_BANDS[self.min_tier][0] - 1)
+        return self.min_tier.threshold
 
 
 class Category(enum.StrEnum):

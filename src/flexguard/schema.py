@@ -15,6 +15,8 @@ from typing import Any, Iterator, Literal, Sequence
 from .rubric import Category, Regime, Tier, score_to_tier
 
 Mode = Literal["prompt", "response"]
+#: The two moderation modes: a prompt alone, or a prompt + response pair.
+MODES: tuple[Mode, ...] = ("prompt", "response")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ def split_by_mode(items: Sequence[Item]) -> Iterator[tuple[list[int], list[str],
     Encoder scorers read prompts and prompt+response pairs differently (windows, heads), so they
     run each mode as its own batch and put results back by index.
     """
-    for mode in ("prompt", "response"):
+    for mode in MODES:
         idx = [k for k, it in enumerate(items) if it.mode == mode]
         if idx:
             yield idx, [items[k].prompt for k in idx], [items[k].response for k in idx] if mode == "response" else None
@@ -66,6 +68,8 @@ class ModerationResult:
     category : predicted category, if any.
     category_scores : optional probability (0–1) per category code.
     parse_error : the model's output could not be parsed; ``raw`` keeps it.
+    error : the moderator could not judge this item at all (it raised on it); says why.
+        Like a parse error, it carries no score, and the policy decides what happens.
     raw : raw model output, for auditing.
     latency_ms : wall time spent on this item (its share of the batch).
     extras : backend-specific values (e.g. probability mass on valid score tokens).
@@ -77,9 +81,15 @@ class ModerationResult:
     category: Category | None = None
     category_scores: dict[str, float] | None = None
     parse_error: bool = False
+    error: str | None = None
     raw: str | None = None
     latency_ms: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def judged(self) -> bool:
+        """The moderator gave a score or a label: no parse error, no internal error."""
+        return (self.score is not None or self.flagged is not None) and not self.parse_error and self.error is None
 
     @property
     def tier(self) -> Tier | None:
@@ -101,7 +111,12 @@ class ModerationResult:
 
 
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def item_sha256(item: Item) -> str:
+    """Identifies what an item asks to judge (its texts), so a batch job rescores an id whose text changed."""
+    return sha256_text(item.prompt + "\x00" + ("\x01" if item.response is None else item.response))[:16]
 
 
 def _package_versions() -> dict[str, str]:

@@ -21,6 +21,14 @@ from .schema import Item, sha256_text
 
 DEFAULT_TEMPLATE = "flexguard-v1"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+#: An empty reasoning block: prefilled to skip the reasoning (``think="empty"``).
+EMPTY_THINK = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n"
+#: How an LLM backend turns the answer into a score: decode and parse the score line
+#: (``generate``), or read the expected score from the model's distribution over "0"…"100"
+#: after the category line (``expected``).
+SCORE_MODES = ("generate", "expected")
+#: Whether the model writes its reasoning (``generate``) or an empty think block is prefilled (``empty``).
+THINK_MODES = ("generate", "empty")
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,19 @@ class PromptTemplate:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ConfigError("the tokenizer has no chat template; FlexGuard prompts are rendered with it")
         return tokenizer.apply_chat_template(self.messages(item), tokenize=False, add_generation_prompt=True)
+
+
+def check_modes(mode: str, think: str) -> None:
+    """Raise :class:`ConfigError` unless ``mode`` is a score mode and ``think`` a think mode."""
+    if mode not in SCORE_MODES:
+        raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(SCORE_MODES)}")
+    if think not in THINK_MODES:
+        raise ConfigError(f"think must be one of {', '.join(THINK_MODES)}, got {think!r}")
+
+
+def answer_prefix(category: str, reasoning: str | None = None) -> str:
+    """The answer up to the score line, in the trained format."""
+    return f"{THINK_OPEN}\n{(reasoning or '').strip()}\n{THINK_CLOSE}\n{category}\n"
 
 
 def completion_text(category: str, score: int, rationale: str = "") -> str:

@@ -17,8 +17,7 @@ import numpy as np
 
 from .errors import ConfigError, DataError
 from .rubric import Category, Regime, Tier, check_score
-
-MODES = ("prompt", "response")
+from .schema import MODES
 
 
 def default_regimes() -> dict[str, Tier]:
@@ -106,7 +105,7 @@ class Policy:
             raise ConfigError("a policy needs at least one regime")
         self.thresholds = self._check(self.thresholds, "thresholds", partial=False)
         self.categories = {_category(c): self._check(t, f"categories.{c}") for c, t in self.categories.items()}
-        modes = {}
+        modes: dict[str, dict[str, Any]] = {}
         for mode, spec in self.modes.items():
             if mode not in MODES:
                 raise ConfigError(f"unknown mode {mode!r} in policy; expected one of {', '.join(MODES)}")
@@ -121,10 +120,11 @@ class Policy:
             }
         self.modes = modes
         if self.default_regime not in self.regimes:
-            raise ConfigError(f"default_regime {self.default_regime!r} is not a regime of this policy ({', '.join(self.regimes)})")
-        for mode in (None, *MODES):
+            raise ConfigError(f"default_regime {self.default_regime!r} is not a regime of this policy "
+                              f"({', '.join(self.regimes)})")
+        for mode_or_all in (None, *MODES):
             for cat in (None, *Category):
-                self._check_order(self.resolve(category=cat, mode=mode), mode, cat)
+                self._check_order(self.resolve(category=cat, mode=mode_or_all), mode_or_all, cat)
 
     # -- construction helpers ---------------------------------------------------------
     def _check(self, t: Mapping[str, Any], where: str, partial: bool = True) -> dict[str, float]:
@@ -250,7 +250,8 @@ class Policy:
         return cls(
             thresholds=dict(thresholds), regimes=dict(regimes),
             categories=dict(d.get("categories") or {}), modes=dict(d.get("modes") or {}),
-            default_regime=d.get("default_regime", Regime.MODERATE.value if Regime.MODERATE.value in regimes else next(iter(regimes))),
+            default_regime=d.get("default_regime",
+                                 Regime.MODERATE.value if Regime.MODERATE.value in regimes else next(iter(regimes))),
             name=d.get("name", "custom"), meta=dict(d.get("meta") or {}),
         )
 

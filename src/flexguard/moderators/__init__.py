@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from ..errors import UnknownBackendError
+from ..errors import ConfigError, UnknownBackendError
 from ..schema import Item, ModerationResult
 
 DEFAULT_MODEL = "embedded"
@@ -76,12 +77,27 @@ def backend_class(name: str) -> type:
     return target
 
 
+def backend_options(cls: type) -> set[str] | None:
+    """Option names a backend's constructor takes (its ``options`` attribute, else its named
+    parameters with defaults: the required ones come from the spec); None when it takes any keyword."""
+    if (declared := getattr(cls, "options", None)) is not None:
+        return set(declared)
+    params = list(inspect.signature(cls).parameters.values())  # the constructor's, without self
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not p.empty}
+
+
 def get_moderator(spec: str = DEFAULT_MODEL, **options: Any) -> Moderator:
     """Build a moderator from a spec such as ``"embedded"`` or ``"hf:./my-model"``.
 
     Options go to the backend's constructor (e.g. ``mode="expected"`` for LLM backends);
-    options a backend does not take are rejected with a clear error.
+    options a backend does not take are a :class:`ConfigError` naming the ones it does take.
     """
     name, arg = parse_spec(spec)
     cls = backend_class(name)
+    accepted = backend_options(cls)
+    if accepted is not None and (bad := sorted(set(options) - accepted)):
+        raise ConfigError(f"model {spec!r} does not take option(s) {', '.join(bad)}; "
+                          f"it takes {', '.join(sorted(accepted)) or 'none'}")
     return cls.from_spec(arg, **options) if hasattr(cls, "from_spec") else cls(**options)

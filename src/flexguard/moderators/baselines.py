@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from ..crosswalk import FROM_OPENAI
 from ..errors import BackendError, ConfigError
-from ..rubric import Category
+from ..rubric import Category, Tier
 from ..schema import Item, ModerationResult
 
 #: Llama Guard 3 / MLCommons hazard codes -> flexguard categories.
@@ -141,7 +141,7 @@ class OpenAIModerationModerator:
             scores = {k: v for k, v in r.category_scores.model_dump(by_alias=True).items() if v is not None}
             top = max(scores, key=scores.get) if scores else None
             risk = 100.0 * (scores[top] if top else 0.0)
-            category = Category.SAFE if risk <= 20 or top not in FROM_OPENAI else FROM_OPENAI[top]
+            category = Category.SAFE if risk <= Tier.BENIGN.band[1] or top not in FROM_OPENAI else FROM_OPENAI[top]
             out.append(ModerationResult(id=it.id, score=round(risk, 4), category=category, latency_ms=round(per, 3),
                                         category_scores={k: round(v, 6) for k, v in scores.items()},
                                         extras={"openai_flagged": r.flagged}))

@@ -24,15 +24,10 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError
 from ..schema import Item, ModerationResult
-from ..template import DEFAULT_TEMPLATE, THINK_CLOSE, THINK_OPEN, PromptTemplate, parse_category, parse_output
+from ..template import DEFAULT_TEMPLATE, EMPTY_THINK, PromptTemplate, check_modes
+from .llm import ScoreCondition, generated_result
 
 log = logging.getLogger(__name__)
-MODES = ("generate", "expected")
-
-
-def answer_prefix(category: str, reasoning: str | None = None) -> str:
-    """The answer up to the score line, in the trained format."""
-    return f"{THINK_OPEN}\n{(reasoning or '').strip()}\n{THINK_CLOSE}\n{category}\n"
 
 
 def score_candidates(tokenizer: Any, category: str = "SAFE") -> list[list[int]]:
@@ -103,21 +98,6 @@ def expected_score(model: Any, prefix_ids: Sequence[int], candidates: Sequence[S
     return e, mass, p
 
 
-def brute_force_distribution(model: Any, prefix_ids: Sequence[int], candidates: Sequence[Sequence[int]]) -> np.ndarray:
-    """P(n) by 101 independent full forward passes (reference for tests)."""
-    import torch
-
-    device = next(model.parameters()).device
-    out = np.empty(len(candidates))
-    with torch.no_grad():
-        for i, c in enumerate(candidates):
-            seq = torch.tensor([list(prefix_ids) + list(c)], device=device)
-            # logits of the last len(c)+1 positions: row k predicts candidate token k
-            lp = model(input_ids=seq, logits_to_keep=len(c) + 1).logits[0].float().log_softmax(-1)
-            out[i] = np.exp(sum(float(lp[k, c[k]]) for k in range(len(c))))
-    return out
-
-
 def resolve_dtype(dtype: str, device: str):
     """``auto`` is bf16 on GPU and fp32 on CPU (bf16 autocast is 2-3x slower on CPU)."""
     import torch
@@ -173,10 +153,7 @@ class HFModerator:
                  max_new_tokens: int = 256, temperature: float = 0.0, dtype: str = "auto", device: str | None = None,
                  revision: str | None = None, template: str = DEFAULT_TEMPLATE, batch_size: int = 8,
                  min_mass: float = 1e-4, seed: int = 0):
-        if mode not in MODES:
-            raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if think not in ("generate", "empty"):
-            raise ConfigError(f"think must be 'generate' or 'empty', got {think!r}")
+        check_modes(mode, think)
         import torch
 
         self.mode, self.think, self.max_new_tokens, self.temperature = mode, think, max_new_tokens, temperature
@@ -205,9 +182,7 @@ class HFModerator:
     # -- generation --------------------------------------------------------------------
     def _prompts(self, items: Sequence[Item]) -> list[str]:
         texts = [self.template.render(it, self.tokenizer) for it in items]
-        if self.think == "empty":
-            texts = [t + f"{THINK_OPEN}\n\n{THINK_CLOSE}\n" for t in texts]
-        return texts
+        return [t + EMPTY_THINK for t in texts] if self.think == "empty" else texts
 
     def _generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
         import torch
@@ -230,37 +205,24 @@ class HFModerator:
             budget = 8 if (self.mode == "expected" and self.think == "empty") else self.max_new_tokens
             texts = self._generate(prompts, budget)
             for it, prompt, text in zip(batch, prompts, texts):
-                answer = (f"{THINK_OPEN}\n\n{THINK_CLOSE}\n" + text) if self.think == "empty" else text
-                parsed = parse_output(answer)
+                answer = EMPTY_THINK + text if self.think == "empty" else text
                 if self.mode == "generate":
-                    results.append(ModerationResult(
-                        id=it.id, score=None if parsed.score is None else float(parsed.score), category=parsed.category,
-                        parse_error=parsed.parse_error, raw=answer, extras={"error": parsed.error} if parsed.error else {}))
+                    results.append(generated_result(it.id, answer))
                 else:
-                    results.append(self._expected(it, prompt, answer, parsed))
+                    results.append(self._expected(it, prompt, answer))
             per = (time.perf_counter() - t0) * 1000 / len(batch)
-            results[-len(batch):] = [_with_latency(r, per) for r in results[-len(batch):]]
+            results[-len(batch):] = [dataclasses.replace(r, latency_ms=round(per, 3)) for r in results[-len(batch):]]
         return results
 
-    def _expected(self, item: Item, prompt: str, answer: str, parsed) -> ModerationResult:
-        if parsed.category is None:  # the score line may be cut off: the category line is enough here
-            parsed = dataclasses.replace(parsed, category=parse_category(answer))
-        if parsed.category is None:
-            return ModerationResult(id=item.id, parse_error=True, raw=answer,
-                                    extras={"error": f"no category to condition the score on ({parsed.error})"})
-        cat = parsed.category.value
-        base = prompt[:-len(f"{THINK_OPEN}\n\n{THINK_CLOSE}\n")] if self.think == "empty" else prompt
-        prefix = base + answer_prefix(cat, None if self.think == "empty" else parsed.reasoning)
-        prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        if cat not in self._candidates:
-            self._candidates[cat] = score_candidates(self.tokenizer, cat)
-        e, mass, _ = expected_score(self.model, prefix_ids, self._candidates[cat])
-        extras = {"valid_mass": round(mass, 6), "generated_score": parsed.score}
-        if not mass >= self.min_mass:
-            return ModerationResult(id=item.id, category=parsed.category, parse_error=True, raw=answer,
-                                    extras={**extras, "error": f"valid-score mass {mass:.2g} < {self.min_mass:g}"})
-        return ModerationResult(id=item.id, score=round(e, 4), category=parsed.category, raw=answer, extras=extras)
-
-
-def _with_latency(r: ModerationResult, ms: float) -> ModerationResult:
-    return dataclasses.replace(r, latency_ms=round(ms, 3))
+    def _expected(self, item: Item, prompt: str, answer: str) -> ModerationResult:
+        empty = self.think == "empty"
+        cond = ScoreCondition.of(answer, empty_think=empty)
+        if cond.category is None or cond.prefix is None:
+            return cond.error_result(item.id)
+        base = prompt[:-len(EMPTY_THINK)] if empty else prompt
+        prefix_ids = self.tokenizer(base + cond.prefix, add_special_tokens=False)["input_ids"]
+        category = cond.category.value
+        if category not in self._candidates:
+            self._candidates[category] = score_candidates(self.tokenizer, category)
+        _, _, p = expected_score(self.model, prefix_ids, self._candidates[category])
+        return cond.result(item.id, p, min_mass=self.min_mass)

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 
 from ..errors import BackendError, ConfigError
 from ..schema import Item, ModerationResult
-from ..template import DEFAULT_TEMPLATE, THINK_CLOSE, THINK_OPEN, PromptTemplate, parse_category, parse_output
-from .hf import MODES, answer_prefix
+from ..template import DEFAULT_TEMPLATE, EMPTY_THINK, PromptTemplate, check_modes
+from .llm import ScoreCondition, generated_result
 
 END_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>", "")
 PREFILL = {"continue_final_message": True, "add_generation_prompt": False}
@@ -61,10 +61,7 @@ class OpenAICompatibleModerator:
                  think: str = "generate", template: str = DEFAULT_TEMPLATE, max_tokens: int = 512,
                  temperature: float = 0.0, concurrency: int = 8, timeout: float = 60.0, max_retries: int = 3,
                  min_mass: float = 1e-4, prune: float = 1e-3):
-        if mode not in MODES:
-            raise ConfigError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if think not in ("generate", "empty"):
-            raise ConfigError(f"think must be 'generate' or 'empty', got {think!r}")
+        check_modes(mode, think)
         try:
             import openai
         except ImportError:  # pragma: no cover - part of the llm extra
@@ -142,32 +139,18 @@ class OpenAICompatibleModerator:
     def _one(self, item: Item) -> ModerationResult:
         t0 = time.perf_counter()
         messages = self.template.messages(item)
-        empty = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n"
         if self.think == "empty":
-            text = empty + (self._chat(messages, max_tokens=8 if self.mode == "expected" else self.max_tokens,
-                                       prefill=empty).choices[0].message.content or "")
+            budget = 8 if self.mode == "expected" else self.max_tokens
+            text = EMPTY_THINK + (self._chat(messages, max_tokens=budget, prefill=EMPTY_THINK).choices[0].message.content or "")
         else:
             text = self._chat(messages, max_tokens=self.max_tokens).choices[0].message.content or ""
-        parsed = parse_output(text)
-        ms = (time.perf_counter() - t0) * 1000
         if self.mode == "generate":
-            return ModerationResult(id=item.id, score=None if parsed.score is None else float(parsed.score),
-                                    category=parsed.category, parse_error=parsed.parse_error, raw=text, latency_ms=round(ms, 3),
-                                    extras={"error": parsed.error} if parsed.error else {})
-        category = parsed.category or parse_category(text)
-        if category is None:
-            return ModerationResult(id=item.id, parse_error=True, raw=text, latency_ms=round(ms, 3),
-                                    extras={"error": f"no category to condition the score on ({parsed.error})"})
-        prefix = answer_prefix(category.value, None if self.think == "empty" else parsed.reasoning)
-        p = self.score_distribution(messages, prefix)
-        mass = sum(p)
-        ms = (time.perf_counter() - t0) * 1000
-        extras = {"valid_mass": round(mass, 6), "generated_score": parsed.score}
-        if not mass >= self.min_mass:
-            return ModerationResult(id=item.id, category=category, parse_error=True, raw=text, latency_ms=round(ms, 3),
-                                    extras={**extras, "error": f"valid-score mass {mass:.2g} < {self.min_mass:g}"})
-        e = sum(n * q for n, q in enumerate(p)) / mass
-        return ModerationResult(id=item.id, score=round(e, 4), category=category, raw=text, latency_ms=round(ms, 3), extras=extras)
+            return generated_result(item.id, text, latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+        cond = ScoreCondition.of(text, empty_think=self.think == "empty")
+        if cond.prefix is None:
+            return cond.error_result(item.id, latency_ms=round((time.perf_counter() - t0) * 1000, 3))
+        p = self.score_distribution(messages, cond.prefix)
+        return cond.result(item.id, p, min_mass=self.min_mass, latency_ms=round((time.perf_counter() - t0) * 1000, 3))
 
     def score(self, items: Sequence[Item]) -> list[ModerationResult]:
         with ThreadPoolExecutor(self.concurrency) as pool:

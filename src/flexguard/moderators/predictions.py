@@ -64,6 +64,7 @@ class PredictionsModerator:
 
     name = "predictions"
     supports_response_mode = True
+    options = ()
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -73,8 +74,6 @@ class PredictionsModerator:
     def from_spec(cls, arg: str | None, **options: Any) -> "PredictionsModerator":
         if not arg:
             raise ConfigError("the predictions backend needs a file: --model predictions:FILE or --predictions FILE")
-        if options:
-            raise ConfigError(f"the predictions backend takes no options (got {', '.join(options)})")
         return cls(arg)
 
     def score(self, items: Sequence[Item]) -> list[ModerationResult]:

@@ -67,6 +67,8 @@ class ModerateRequest(BaseModel):
 
 
 class NativeResult(BaseModel):
+    """One item of ``/v1/moderate``: the shared result record (:func:`flexguard.records.result_record`)."""
+
     id: str
     mode: str
     risk_score: float | None
@@ -81,6 +83,10 @@ class NativeResult(BaseModel):
     parse_error: bool
     latency_ms: float | None
     extras: dict[str, Any] = {}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "NativeResult":
+        return cls(**{**rec, "severity_tier": rec["tier"], "threshold_used": rec["threshold"]})
 
 
 class ModerateResponse(BaseModel):
@@ -99,3 +105,16 @@ class ErrorResponse(BaseModel):
     """OpenAI's error shape, so SDKs surface our errors as their own."""
 
     error: ErrorBody
+
+
+class APIError(Exception):
+    """An error answered to the client as an :class:`ErrorResponse` with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorBody(message=message, type=type, param=param, code=code)
+
+    def response(self) -> ErrorResponse:
+        return ErrorResponse(error=self.body)

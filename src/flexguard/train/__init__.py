@@ -1,1 +1,1 @@
-"""Training: the embedded scorer's heads (``encoder``) and the FlexGuard LLM pipeline."""
+"""Training: the embedded models (:mod:`.embedded`) and the FlexGuard LLM pipeline (:mod:`.llm`)."""

@@ -1,0 +1,155 @@
+"""The server's logic: request → items → verdicts → response, independent of the routes.
+
+:class:`ModerationService` holds the moderator, the policy, the limits, the micro-batcher
+and the metrics. Routes (:mod:`.app`) only hand it parsed requests; every error it raises is
+an :class:`~flexguard.server.protocol.APIError` in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from ..crosswalk import OPENAI_CATEGORIES, TO_OPENAI, openai_category_scores
+from ..data import InvalidItemsError, check_items
+from ..errors import FlexGuardError
+from ..moderators import Moderator
+from ..records import result_record
+from ..schema import Item, ModerationResult
+from ..thresholds import Policy
+from .batcher import MicroBatcher
+from .protocol import (
+    APIError,
+    ModerateRequest,
+    ModerateResponse,
+    ModerationRequest,
+    ModerationResponse,
+    ModerationResultOut,
+    NativeResult,
+)
+
+
+@dataclass
+class ServerLimits:
+    """Per-request limits: items, characters per text, seconds; and how requests are batched."""
+
+    max_items: int = 256
+    max_chars: int = 32_000
+    timeout_s: float = 30.0
+    max_batch: int = 32
+    max_wait_ms: float = 5.0
+
+
+class ModerationService:
+    """Validate requests, score their items through the micro-batcher, shape the responses."""
+
+    def __init__(self, moderator: Moderator, policy: Policy, limits: ServerLimits, *, model_name: str | None = None):
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.moderator, self.policy, self.limits = moderator, policy, limits
+        self.name = model_name or moderator.info().get("model", moderator.name)
+        self.batcher = MicroBatcher(moderator, max_batch=limits.max_batch, max_wait_ms=limits.max_wait_ms)
+        self.ready = False
+        self.registry = CollectorRegistry()
+        self.m_requests = Counter("flexguard_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)
+        self.m_items = Counter("flexguard_items_total", "items scored", ["mode"], registry=self.registry)
+        self.m_latency = Histogram("flexguard_request_seconds", "request latency", ["route"], registry=self.registry)
+
+    async def start(self) -> None:
+        await self.batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+
+    # -- requests -> items --------------------------------------------------------------
+    def check_decision_args(self, strictness: str | None, threshold: float | None) -> None:
+        if strictness is not None and threshold is not None:
+            raise APIError(400, "give 'strictness' or 'threshold', not both", param="strictness")
+        if strictness is not None and strictness not in self.policy.regimes:
+            raise APIError(400, f"unknown strictness {strictness!r}; use one of {', '.join(self.policy.regime_names)}",
+                           param="strictness")
+
+    def checked(self, items: list[Item], param: str) -> list[Item]:
+        """``items`` if they respect the limits; else a 400 (empty) or 413 (too many, too long) naming the problem."""
+        if not items:
+            raise APIError(400, "no input given", param=param)
+        if len(items) > self.limits.max_items:
+            raise APIError(413, f"too many inputs: {len(items)} > limit of {self.limits.max_items} items per request",
+                           param=param, code="too_many_items")
+        try:
+            check_items(items, max_chars=self.limits.max_chars, what="input")
+        except InvalidItemsError as e:
+            too_long = any(p.code == "too_long" for p in e.problems)
+            raise APIError(413 if too_long else 400, str(e), param=param,
+                           code="text_too_long" if too_long else None) from None
+        return items
+
+    def moderations_items(self, req: ModerationRequest) -> list[Item]:
+        texts = [req.input] if isinstance(req.input, str) else [x if isinstance(x, str) else x.text for x in req.input]
+        return self.checked([Item(id=str(k), prompt=t) for k, t in enumerate(texts)], "input")
+
+    def moderate_items(self, req: ModerateRequest) -> list[Item]:
+        items = []
+        for k, it in enumerate(req.items):
+            prompt, response = it.prompt, it.response
+            if it.messages is not None:
+                if prompt is not None or response is not None:
+                    raise APIError(400, f"items[{k}]: give 'messages' or 'prompt'/'response', not both", param="items")
+                users = [m.content for m in it.messages if m.role == "user"]
+                bots = [m.content for m in it.messages if m.role == "assistant"]
+                if not users:
+                    raise APIError(400, f"items[{k}]: messages need a user turn", param="items")
+                prompt, response = users[-1], (bots[-1] if bots else None)
+            if prompt is None:
+                raise APIError(400, f"items[{k}]: no prompt", param="items")
+            items.append(Item(id=it.id or str(k), prompt=prompt, response=response))
+        return self.checked(items, "items")
+
+    # -- scoring ------------------------------------------------------------------------
+    async def score(self, items: list[Item], mode_label: str) -> list[ModerationResult]:
+        if not self.ready:
+            raise APIError(503, "model is loading", type="server_error")
+        try:
+            results = await asyncio.wait_for(self.batcher.score(items), timeout=self.limits.timeout_s)
+        except asyncio.TimeoutError:
+            raise APIError(504, f"scoring took longer than {self.limits.timeout_s:g} s", type="server_error",
+                           code="timeout") from None
+        except FlexGuardError as e:
+            raise APIError(502, f"moderator failed: {e}", type="server_error") from None
+        self.m_items.labels(mode_label).inc(len(items))
+        return results
+
+    # -- responses ----------------------------------------------------------------------
+    async def moderations(self, req: ModerationRequest) -> ModerationResponse:
+        self.check_decision_args(req.strictness, req.threshold)
+        items = self.moderations_items(req)
+        results = await self.score(items, "prompt")
+        out = []
+        for it, res in zip(items, results):
+            rec = result_record(it, res, self.policy, strictness=req.strictness, threshold=req.threshold)
+            hit = set(TO_OPENAI[res.category]) if (rec["flagged"] and res.category is not None) else set()
+            out.append(ModerationResultOut(
+                flagged=rec["flagged"], categories={c: c in hit for c in OPENAI_CATEGORIES},
+                category_scores=openai_category_scores(res.score, res.category_scores, res.category),
+                category_applied_input_types={c: ["text"] for c in OPENAI_CATEGORIES},
+                risk_score=rec["risk_score"], severity_tier=rec["tier"], category=rec["category"],
+                decisions=rec["decisions"], margins=rec["margins"], thresholds=rec["thresholds"],
+                threshold_used=rec["threshold"], parse_error=rec["parse_error"],
+            ))
+        return ModerationResponse(id=f"modr-{uuid.uuid4().hex[:24]}", model=req.model or self.name, results=out)
+
+    async def moderate(self, req: ModerateRequest) -> ModerateResponse:
+        self.check_decision_args(req.strictness, req.threshold)
+        items = self.moderate_items(req)
+        results = await self.score(items, "mixed")
+        return ModerateResponse(model=self.name, results=[
+            NativeResult.from_record(result_record(it, res, self.policy, strictness=req.strictness, threshold=req.threshold))
+            for it, res in zip(items, results)])
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": self.name, "object": "model", "owned_by": "flexguard",
+                                            "policy": self.policy.to_dict()}]}
