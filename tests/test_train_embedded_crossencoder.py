@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # fine-tunes a (tiny) transformer: the fast lane (-m "not slow") skips it
 
 from conftest import ROWS
 from flexguard.cli import main

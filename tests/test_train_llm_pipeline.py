@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.slow  # minutes on 2 cores: the fast lane (-m "not slow") skips it
 pytest.importorskip("trl")
 pytest.importorskip("peft")
 

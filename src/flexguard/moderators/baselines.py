@@ -39,7 +39,7 @@ class LlamaGuardModerator:
 
     def __init__(self, model: Any, tokenizer: Any = None, *, dtype: str = "auto", device: str | None = None,
                  revision: str | None = None, max_whitespace: int = 3):
-        from .hf import load_causal_lm
+        from .loading import load_causal_lm
 
         self.model_id, self.model, self.tokenizer = load_causal_lm(model, tokenizer, revision=revision, dtype=dtype,
                                                                    device=device)

@@ -17,7 +17,7 @@ def load_model_and_tokenizer(name: str, dtype: str = "auto"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ...moderators.hf import resolve_dtype
+    from ...moderators.loading import resolve_dtype
 
     torch_dtype = resolve_dtype(dtype, "cuda" if torch.cuda.is_available() else "cpu")
     tok = AutoTokenizer.from_pretrained(name)
