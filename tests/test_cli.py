@@ -72,10 +72,18 @@ def test_calibrate_command_writes_policy(tmp_path, flexbench_dir, preds, capsys)
     (["score", "   ", "--model", "fake"], "'prompt' is empty"),
     (["score", "hi", "--model", "nosuch"], "Unknown model backend 'nosuch'"),
     (["calibrate", "--predictions", "p", "--data", "/nonexistent", "--out", "x", "--strategy", "fpr:2"], "no such file"),
+    (["score", "hi", "--model", "fake", "--policy", "."], "is a folder; --policy takes a YAML file"),
+    (["score", "hi", "--model", "embedded", "--model-opt", "max_chunks=0"], "max_chunks must be a whole number >= 1"),
+    (["score", "hi", "--model", "embedded", "--model-opt", "nosuch=1"], "does not take option(s) nosuch"),
+    (["score", "hi", "--model", "needs-extra"], "pip install 'flexguard[all]'"),
 ])
 def test_user_errors_exit_2_with_a_message(argv, message, capsys, fake_backend, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(argv) == 2
+    register("needs-extra", "flexguard_extra_that_is_not_installed:Backend")  # as hf is without torch
+    try:
+        assert main(argv) == 2
+    finally:
+        unregister("needs-extra")
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
@@ -161,3 +169,47 @@ def test_building_the_cli_parser_imports_no_training_stack():
     code = ("import sys; from flexguard.cli import make_parser; make_parser(); "
             "print(sorted(m for m in ('sklearn', 'scipy', 'torch', 'transformers') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_binary_policy_file_and_folder_out_are_clear_errors(const_backend, tmp_path, capsys):
+    (tmp_path / "p.yaml").write_bytes(b"\x00\xff\xfe binary")
+    assert main(["score", "hi", "--model", "const", "--policy", str(tmp_path / "p.yaml")]) == 2
+    assert "not a text file" in capsys.readouterr().err
+    src = write_predictions(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
+    assert main(["score", "--in", str(src), "--out", str(tmp_path), "--model", "const", "-q"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_score_reads_standard_input(const_backend, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"hello from a pipe\n")))
+    assert main(["score", "-", "--model", "const", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["risk_score"] == 35
+    lines = b'{"id": "a", "prompt": "x"}\n{"id": "b", "messages": [{"role": "user", "content": "y"}]}\n'
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(lines)))
+    assert main(["score", "--in", "-", "--model", "const", "--json"]) == 0
+    recs = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in recs] == ["a", "b"] and recs[1]["extras"]["turns"] == 1
+
+
+def test_records_say_risk_score_and_why_everywhere(const_backend, tmp_path, capsys):
+    """One record shape: --json, batch files and the server use the same names."""
+    assert main(["score", "hi", "--model", "const", "--json"]) == 0
+    single = json.loads(capsys.readouterr().out)
+    src = write_predictions(tmp_path / "in.jsonl", [{"id": "1", "prompt": "hi"}])
+    assert main(["score", "--in", str(src), "--out", str(tmp_path / "o.jsonl"), "--model", "const", "-q"]) == 0
+    batch = json.loads((tmp_path / "o.jsonl").read_text())
+    assert "score" not in batch and batch["risk_score"] == single["risk_score"] == 35
+    for key in ("decision", "reason", "review", "truncated", "in_scope", "language", "error", "parse_error"):
+        assert key in single and key in batch
+
+
+def test_calibrate_per_category_says_why_it_cannot(tmp_path, flexbench_dir, preds, capsys):
+    scores_only = write_predictions(tmp_path / "s.jsonl", [{"id": f"t-{n:03d}", "score": 10 * n} for n in range(1, 11)])
+    assert main(["calibrate", "--predictions", str(scores_only), "--data", str(flexbench_dir), "--per-category",
+                 "--out", str(tmp_path / "p.yaml")]) == 2
+    assert "needs a 'category' in the predictions" in capsys.readouterr().err
+    assert main(["calibrate", "--predictions", str(preds), "--data", str(flexbench_dir), "--per-category",
+                 "--out", str(tmp_path / "p.yaml")]) == 0
+    assert "no per-category thresholds: no category has 30 or more items" in capsys.readouterr().out

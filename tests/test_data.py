@@ -48,9 +48,52 @@ def test_unreachable_hub_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_missing_column_error(tmp_path):
-    path = write_csv(tmp_path / "x.csv", flexbench_rows(), [f for f in FIELDS if f != "label_loose"])
-    with pytest.raises(DataError, match=r"x.csv: missing column\(s\) label_loose"):
+    path = write_csv(tmp_path / "x.csv", flexbench_rows(), [f for f in FIELDS if f not in ("label_loose", "severity")])
+    with pytest.raises(DataError, match=r"x.csv: missing column\(s\) label_strict, label_moderate, label_loose.*"
+                                        r"one of: severity \(BENIGN…EXTREME\), severity_level \(0–4\)"):
         load_flexbench(path)
+    path = write_csv(tmp_path / "y.csv", flexbench_rows(), [f for f in FIELDS if f != "prompt"])
+    with pytest.raises(DataError, match=r"missing column\(s\) prompt"):
+        load_flexbench(path)
+
+
+def test_the_dataset_cards_shapes_load_alike(tmp_path):
+    """Tier names (this project), integer severity_level (the card), or only the three labels."""
+    rows = flexbench_rows()
+    names = load_flexbench(write_csv(tmp_path / "names.csv", rows))
+    level_rows = [{**r, "severity_level": Tier(r["severity"]).rank} for r in rows]
+    fields = [f for f in FIELDS if f != "severity"] + ["severity_level"]
+    levels = load_flexbench(write_csv(tmp_path / "levels.csv", level_rows, fields))
+    assert [it.tier for it in levels.items] == [it.tier for it in names.items]
+    no_labels = [f for f in FIELDS if not f.startswith("label_")]
+    assert [it.tier for it in load_flexbench(write_csv(tmp_path / "n.csv", rows, no_labels)).items] == \
+        [it.tier for it in names.items]
+    only_labels = load_flexbench(write_csv(tmp_path / "labels.csv", rows, [f for f in FIELDS if f != "severity"]))
+    want = [Tier.HIGH if it.tier is Tier.EXTREME else it.tier for it in names.items]  # labels cannot tell these apart
+    assert [it.tier for it in only_labels.items] == want
+    assert (only_labels.tier_ranks >= 3).tolist() == (names.tier_ranks >= 3).tolist()  # every regime's label is exact
+
+
+def test_contradicting_or_bad_tier_sources_are_named(tmp_path):
+    rows = flexbench_rows()
+    rows[2]["label_strict"], rows[2]["label_moderate"] = 0, 1  # moderate flags what strict allows
+    with pytest.raises(DataError, match=r"column 'labels'.*contradict each other"):
+        load_flexbench(write_csv(tmp_path / "c.csv", rows, [f for f in FIELDS if f != "severity"]))
+    bad = [{**r, "severity_level": 7} for r in flexbench_rows()]
+    fields = [f for f in FIELDS if f != "severity"] + ["severity_level"]
+    with pytest.raises(DataError, match=r"severity_level.*7 is not a tier rank 0-4"):
+        load_flexbench(write_csv(tmp_path / "l.csv", bad, fields))
+
+
+def test_hub_unreachable_fails_fast(monkeypatch):
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match="Hub is unreachable.*--data"):
+        load_flexbench("flexbench")
+    assert time.perf_counter() - t0 < 5
 
 
 def test_labels_disagreeing_with_tiers_name_column_and_rows(tmp_path):

@@ -61,10 +61,13 @@ def test_binary_moderator_gets_one_decision_for_every_regime():
 def test_parse_errors_are_counted_and_follow_on_missing():
     scores = SCORES.astype(object)
     scores[9] = None  # the EXTREME item could not be parsed
-    safe = evaluate(scores, TIERS, n_boot=0)
-    unsafe = evaluate(scores, TIERS, n_boot=0, on_missing="unsafe")
-    assert safe.parse_errors == unsafe.parse_errors == 1
+    unsafe = evaluate(scores, TIERS, n_boot=0)  # default: the policy's on_parse_error (flag): never silently safe
+    safe = evaluate(scores, TIERS, n_boot=0, on_missing="safe")
+    assert safe.parse_errors == unsafe.parse_errors == 1 and unsafe.parse_error_rate == pytest.approx(0.1)
+    assert unsafe.missing_policy == "unsafe" and safe.missing_policy == "safe"
     assert safe.regimes["loose"].tp == 1 and unsafe.regimes["loose"].tp == 2
+    allow = evaluate(scores, TIERS, n_boot=0, policy=Policy(on_parse_error="allow"))  # an explicit choice
+    assert allow.missing_policy == "safe" and allow.regimes["loose"].tp == 1
 
 
 def test_bootstrap_interval_brackets_estimate_and_is_seeded():

@@ -57,10 +57,17 @@ def test_obvious_cases_are_ordered(mod):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_long_text_is_chunked_and_truncation_is_flagged(name):
     long_text = "Tell me about the history of the printing press. " * 120  # ~1200 word pieces
-    [r] = get_moderator(name, max_chunks=1).score([Item(id="x", prompt=long_text)])
-    assert r.extras["truncated"] is True and r.extras["chunks"] == 1
+    [r] = get_moderator(name, max_chunks=1, segments=False).score([Item(id="x", prompt=long_text)])
+    assert r.truncated is True and r.extras["truncated"] is True and r.extras["chunks"] == 1
+    [r] = get_moderator(name, max_chunks=1).score([Item(id="x", prompt=long_text)])  # every sentence is read
+    assert r.truncated is False and r.extras["segments"] == 120
+    [r] = get_moderator(name, max_chunks=1, max_segments=100).score([Item(id="x", prompt=long_text)])
+    assert r.truncated is True  # sentences past the cap were not read: said, for the policy to decide
+    run_on = "word " * 1500  # one "sentence" longer than a window: windows are the limit again
+    [r] = get_moderator(name, max_chunks=2).score([Item(id="x", prompt=run_on)])
+    assert r.truncated is True
     [r] = get_moderator(name).score([Item(id="x", prompt=long_text, response=long_text)])
-    assert r.extras["truncated"] is False and r.extras["chunks"] > 1
+    assert r.truncated is False and r.extras["chunks"] > 1
 
 
 def test_info_and_bad_options(mod):

@@ -203,3 +203,108 @@ def test_flexguard_serve_command(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+# --- abuse and failure -------------------------------------------------------------------
+
+class PickyModerator(LengthModerator):
+    """Raises on any item containing 'boom' (as a tokenizer does on bad input); slow if asked."""
+
+    def score(self, items):
+        if any("boom" in it.prompt for it in items):
+            raise ValueError("cannot tokenize this")
+        return super().score(items)
+
+
+def test_one_bad_item_never_fails_its_neighbours_and_errors_fail_closed():
+    app = create_app(PickyModerator(delay=0.05), Policy(), limits=ServerLimits(max_batch=16, max_wait_ms=30))
+    texts = [f"ok {i}" for i in range(11)] + ["boom"]
+    with Running(app) as url:
+        with ThreadPoolExecutor(12) as pool:
+            rs = list(pool.map(lambda t: httpx.post(f"{url}/v1/moderations", json={"input": t}), texts))
+        assert [r.status_code for r in rs] == [200] * 12
+        bad = rs[-1].json()["results"][0]
+        assert bad["flagged"] is True and bad["decision"] == "flag" and bad["reason"] == "error"
+        assert "cannot tokenize" in bad["error"] and bad["risk_score"] is None
+        assert all(r.json()["results"][0]["error"] is None for r in rs[:-1])
+
+
+def test_lone_surrogates_are_replaced_not_fatal():
+    with Running(create_app(LengthModerator(), Policy())) as url:
+        body = '{"items": [{"id": "x\\ud800", "prompt": "hi \\udfff there"}, {"prompt": "fine"}]}'
+        r = httpx.post(f"{url}/v1/moderate", content=body.encode(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 200
+        a, b = r.json()["results"]
+        assert a["id"] == "x\ufffd" and a["risk_score"] == 3 * len("hi \ufffd there") and b["risk_score"] == 12
+
+
+def test_body_limit_is_enforced_before_reading():
+    app = create_app(LengthModerator(), Policy(), limits=ServerLimits(max_body_bytes=1000))
+    with Running(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        import socket
+
+        with socket.create_connection((host, int(port)), timeout=5) as s:  # a 10 GB body is announced, never sent
+            s.sendall(b"POST /v1/moderations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 10000000000\r\n\r\n")
+            reply = b""
+            while b"body_too_large" not in reply and (chunk := s.recv(4096)):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 413") and b"body_too_large" in reply
+
+        def chunks():  # no Content-Length: the body is cut off where it passes the limit
+            for _ in range(100):
+                yield b"x" * 100
+
+        r = httpx.post(f"{url}/v1/moderations", content=chunks(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413 and "limit of 1000 bytes" in r.json()["error"]["message"]
+        assert httpx.post(f"{url}/v1/moderations", json={"input": "x"}).status_code == 200
+
+
+def test_metrics_label_by_route_not_by_raw_path():
+    with Running(create_app(LengthModerator(), Policy())) as url:
+        before = len(httpx.get(f"{url}/metrics").text)
+        for i in range(200):
+            httpx.get(f"{url}/random/{i}/{'x' * 50}")
+        text = httpx.get(f"{url}/metrics").text
+        assert 'route="other",status="404"' in text and "/random/" not in text
+        assert len(text) < before + 3000
+
+
+def test_queue_is_bounded_with_retry_after_and_small_requests_are_not_starved():
+    mod = LengthModerator(delay=0.2)
+    app = create_app(mod, Policy(), limits=ServerLimits(max_items=256, max_batch=8, max_wait_ms=1, max_queue=300))
+    with Running(app) as url:
+        def big():
+            return httpx.post(f"{url}/v1/moderations", json={"input": ["y"] * 256}, timeout=60)
+
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(big)
+            time.sleep(0.3)  # the first big request is queued and being scored
+            second = pool.submit(big)  # 256 more would pass max_queue: refused at once
+            t0 = time.perf_counter()
+            small = httpx.post(f"{url}/v1/moderations", json={"input": "z"}, timeout=60)
+            small_s = time.perf_counter() - t0
+            health_t0 = time.perf_counter()
+            assert httpx.get(f"{url}/healthz").status_code == 200
+            health_s = time.perf_counter() - health_t0
+            r2 = second.result()
+            r1 = first.result()
+        assert r1.status_code == 200
+        assert r2.status_code == 429 and int(r2.headers["Retry-After"]) >= 1 and r2.json()["error"]["code"] == "overloaded"
+        # the big request needs 32 batches of 0.2 s; round-robin puts the small one in the next batch
+        assert small.status_code == 200 and small_s < 2.0, small_s
+        assert health_s < 0.5, health_s
+
+
+def test_failure_rules_reach_the_response():
+    class Unparsable(LengthModerator):
+        def score(self, items):
+            return [ModerationResult(id=it.id, parse_error=True, raw="gibberish") for it in items]
+
+    with Running(create_app(Unparsable(), Policy())) as url:
+        res = client(url, key="none").moderations.create(input="x").results[0]
+        assert res.flagged is True and res.model_extra["decision"] == "flag" and res.model_extra["reason"] == "parse_error"
+    with Running(create_app(Unparsable(), Policy(on_parse_error="review"))) as url:
+        res = client(url, key="none").moderations.create(input="x").results[0]
+        assert res.flagged is True and res.model_extra["review"] is True

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import yaml
 
 from flexguard.errors import ConfigError
 from flexguard.rubric import Category, Tier
@@ -98,5 +99,44 @@ def test_verdict_for_scores_and_labels():
     assert v.decisions == {"strict": True, "moderate": True, "loose": False} and v.margins["loose"] == -15
     v = p.verdict(None, label=True)
     assert v.flagged and v.threshold is None and set(v.decisions.values()) == {True} and v.margin is None
-    v = p.verdict(None)
-    assert not v.flagged and v.margin is None and v.threshold == 40.0
+    v = p.verdict(None)  # nothing to decide on: a parse error, and the policy fails closed by default
+    assert v.flagged and v.decision == "flag" and v.reason == "parse_error" and v.margin is None and v.threshold == 40.0
+
+
+@pytest.mark.parametrize("rule, flagged", [("flag", True), ("review", True), ("allow", False)])
+def test_unjudged_items_follow_the_policy_and_default_to_flag(rule, flagged):
+    p = Policy(on_parse_error=rule, on_error=rule)
+    for why in ("parse_error", "error"):
+        v = p.verdict(None, unjudged=why)
+        assert (v.flagged, v.decision, v.reason) == (flagged, rule, why)
+        assert set(v.decisions.values()) == {flagged}
+    assert Policy().verdict(None, unjudged="error").decision == "flag"
+
+
+def test_out_of_scope_and_truncated_never_lower_a_flag():
+    p = Policy()  # defaults: review both
+    v = p.verdict(10.0, out_of_scope=True)
+    assert (v.flagged, v.decision, v.reason) == (True, "review", "out_of_scope")
+    v = p.verdict(90.0, out_of_scope=True, truncated=True)
+    assert (v.decision, v.reason) == ("flag", "score")  # the score already flags it
+    assert Policy(on_out_of_scope="score").verdict(10.0, out_of_scope=True).decision == "allow"
+    v = Policy(on_truncated="flag").verdict(10.0, truncated=True)
+    assert (v.decision, v.reason) == ("flag", "truncated")
+
+
+def test_policy_failure_rules_round_trip_and_bad_values(tmp_path):
+    p = Policy(on_parse_error="review", on_out_of_scope="score")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(p.to_dict()))
+    q = Policy.load(tmp_path / "p.yaml")
+    assert (q.on_parse_error, q.on_out_of_scope, q.on_error) == ("review", "score", "flag")
+    with pytest.raises(ConfigError, match="on_parse_error must be one of flag, review, allow"):
+        Policy(on_parse_error="ignore")
+    with pytest.raises(ConfigError, match="on_out_of_scope must be one of"):
+        Policy.from_dict({"on_out_of_scope": "allow"})
+
+
+def test_yes_no_values_are_not_thresholds(tmp_path):
+    """YAML reads `strict: yes` as True; it must not quietly become the threshold 1.0."""
+    (tmp_path / "p.yaml").write_text("thresholds: {strict: yes, moderate: 40, loose: 60}\n")
+    with pytest.raises(ConfigError, match="yes/no"):
+        Policy.load(tmp_path / "p.yaml")

@@ -15,15 +15,18 @@ OPENAI_CATEGORIES: tuple[str, ...] = (
     "violence/graphic",
 )
 
-#: flexguard category -> OpenAI categories it covers. MIS and JAIL have no OpenAI counterpart.
+#: flexguard category -> the OpenAI categories it is evidence for. Only what the category itself
+#: supports: SEX says nothing about minors and VIO nothing about self-harm (VIO spans weapons,
+#: terrorism and self-harm alike), so ``sexual/minors`` and ``self-harm*`` are never set from a
+#: category alone; nor are the "/threatening" and "/graphic" refinements. MIS and JAIL have no
+#: OpenAI counterpart.
 TO_OPENAI: dict[Category, tuple[str, ...]] = {
     Category.SAFE: (),
-    Category.VIO: ("violence", "violence/graphic", "harassment/threatening", "self-harm", "self-harm/intent",
-                   "self-harm/instructions", "illicit/violent"),
+    Category.VIO: ("violence",),
     Category.ILG: ("illicit",),
-    Category.SEX: ("sexual", "sexual/minors"),
+    Category.SEX: ("sexual",),
     Category.INF: ("illicit",),
-    Category.DIS: ("harassment", "hate", "hate/threatening"),
+    Category.DIS: ("harassment", "hate"),
     Category.MIS: (),
     Category.JAIL: (),
 }

@@ -24,7 +24,8 @@ from .schema import Item
 Subset = Literal["prompt", "response"]
 HUB_REPO = "Tommy-DING/FlexBench"
 LABEL_COLUMNS = {r: f"label_{r.value}" for r in Regime}
-REQUIRED_COLUMNS = ("id", "prompt", "severity", *LABEL_COLUMNS.values())
+#: Where a row's gold tier may come from, in order: a tier name, a tier rank 0–4, or the three labels.
+TIER_SOURCES = ("severity", "severity_level", "labels")
 #: Texts longer than this are refused by the loaders: nothing a moderator sees is this long.
 MAX_TEXT_CHARS = 200_000
 _SHOW = 5
@@ -99,6 +100,9 @@ def _load_from_hub(repo: str, subset: Subset, split: str) -> list[dict]:
     data_files = {s: flexbench_filename(subset, s) for s in ("valid", "test")}
     if split not in data_files:
         data_files[split] = flexbench_filename(subset, split)
+    if not _hub_offline_mode() and (why := _hub_unreachable()):  # fail in seconds, not after a minute of retries
+        raise DataError(f"cannot load {repo}: the Hugging Face Hub is unreachable ({why}). "
+                        "Pass a local folder, e.g. --data ../shared/data/flexbench_r")
     try:
         ds = load_dataset(repo, data_files={split: data_files[split]})
     except Exception as e:  # network, auth, missing file: all user-fixable
@@ -107,6 +111,27 @@ def _load_from_hub(repo: str, subset: Subset, split: str) -> list[dict]:
             "Without Hub access, pass a local folder, e.g. --data ../shared/data/flexbench_r"
         ) from None
     return [dict(r) for r in ds[split]]
+
+
+def _hub_offline_mode() -> bool:
+    """``HF_HUB_OFFLINE`` is set: datasets will read its cache only, no network."""
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be reached (a TCP connection to its endpoint), or None when it can."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout).close()
+    except OSError as e:
+        return f"{url.hostname}: {e.strerror or e}"
+    return None
 
 
 def read_table(path: str | Path) -> list[dict]:
@@ -195,12 +220,15 @@ def rows_to_items(rows: list[dict], *, origin: str, subset: Subset) -> list[Item
     if not rows:
         raise DataError(f"{origin}: no rows")
     columns = set().union(*(r.keys() for r in rows[:50]))
-    required = list(REQUIRED_COLUMNS) + (["response"] if subset == "response" else [])
+    required = ["id", "prompt"] + (["response"] if subset == "response" else [])
+    labels = list(LABEL_COLUMNS.values())
+    source = next((s for s in TIER_SOURCES[:2] if s in columns), "labels" if set(labels) <= columns else None)
     missing = [c for c in required if c not in columns]
-    if missing:
+    if missing or source is None:
+        need = ", ".join(required) + " and one of: severity (BENIGN…EXTREME), severity_level (0–4), " + ", ".join(labels)
         raise DataError(
-            f"{origin}: missing column(s) {', '.join(missing)}; FlexBench files need "
-            f"{', '.join(required)} (found: {', '.join(sorted(map(str, columns)))})"
+            f"{origin}: missing column(s) {', '.join(missing + ([] if source else labels))}; FlexBench files need "
+            f"{need} (found: {', '.join(sorted(map(str, columns)))})"
         )
     errors: dict[str, list[tuple[int, str]]] = {}
     items: list[Item] = []
@@ -220,12 +248,12 @@ def rows_to_items(rows: list[dict], *, origin: str, subset: Subset) -> list[Item
             bad("prompt", f"id {rid}: {len(prompt)} characters, limit {MAX_TEXT_CHARS}")
         if subset == "response" and (not isinstance(response, str) or not response.strip()):
             bad("response", f"id {rid}: empty response")
-        try:
-            tier = Tier.parse(r.get("severity"))
-        except DataError:
-            bad("severity", f"id {rid}: {r.get('severity')!r} is not one of BENIGN LOW MODERATE HIGH EXTREME")
+        tier = _row_tier(r, source, rid, bad)
+        if tier is None:
             continue
         for regime, col in LABEL_COLUMNS.items():
+            if col not in r or source == "labels":
+                continue  # absent labels follow from the tier; labels that gave the tier were checked there
             got = _truthy(r.get(col))
             want = tier.rank >= regime.min_tier.rank
             if got is None:
@@ -261,7 +289,66 @@ def rows_to_items(rows: list[dict], *, origin: str, subset: Subset) -> list[Item
     return items
 
 
+def _row_tier(r: dict, source: str, rid: str, bad) -> Tier | None:
+    """The gold tier of a row from ``source`` (see :data:`TIER_SOURCES`); problems go to ``bad``.
+
+    From the three labels alone the tier is the lowest one they imply: HIGH and EXTREME are
+    both "unsafe under loose", so such rows become HIGH (every regime's label is exact).
+    """
+    if source == "severity":
+        try:
+            return Tier.parse(r.get("severity"))
+        except DataError:
+            bad("severity", f"id {rid}: {r.get('severity')!r} is not one of BENIGN LOW MODERATE HIGH EXTREME")
+            return None
+    if source == "severity_level":
+        v = r.get("severity_level")
+        try:
+            rank = int(v) if not isinstance(v, bool) and float(v) == int(float(v)) else -1
+        except (TypeError, ValueError):
+            rank = -1
+        if not 0 <= rank <= 4:
+            bad("severity_level", f"id {rid}: {v!r} is not a tier rank 0-4")
+            return None
+        return Tier.from_rank(rank)
+    got = [_truthy(r.get(col)) for col in LABEL_COLUMNS.values()]
+    if any(g is None for g in got):
+        bad("labels", f"id {rid}: labels {[r.get(c) for c in LABEL_COLUMNS.values()]} are not all 0/1")
+        return None
+    if got != sorted(got, reverse=True):  # unsafe when loose but safe when strict cannot be
+        bad("labels", f"id {rid}: strict/moderate/loose labels {[int(g) for g in got]} contradict each other: a looser "
+                      "regime cannot flag what a stricter one allows")
+        return None
+    return [Tier.BENIGN, Tier.LOW, Tier.MODERATE, Tier.HIGH][sum(got)]
+
+
 # --- items to score (no labels) -------------------------------------------------------
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD.
+
+    JSON can carry ``"\\ud800"`` but no encoder can write it: left in, one such character
+    fails the tokenizer, the batch it shares and the response that echoes it.
+    """
+    return _SURROGATES.sub("\ufffd", text) if isinstance(text, str) else text
+
+
+def clean_item(item: Item) -> Item:
+    """``item`` with :func:`clean_text` applied to its id and texts."""
+    messages = None if item.messages is None else tuple((r, clean_text(t)) for r, t in item.messages)
+    return Item(id=clean_text(item.id), prompt=clean_text(item.prompt),
+                response=None if item.response is None else clean_text(item.response), messages=messages)
+
+
+def _texts(item: Item) -> list[tuple[str, object]]:
+    """The texts of an item to check, named: its messages' contents, or prompt and response."""
+    if item.messages is not None:
+        return [(f"messages[{k}].content", text) for k, (_, text) in enumerate(item.messages)]
+    return [("prompt", item.prompt)] + ([] if item.response is None else [("response", item.response)])
+
 
 @dataclass(frozen=True)
 class ItemProblem:
@@ -308,23 +395,49 @@ def check_items(items: Sequence[Item], *, max_chars: int = MAX_TEXT_CHARS, origi
     """Raise :class:`InvalidItemsError` unless every item's texts can be scored (one error listing all)."""
     problems = []
     for k, it in enumerate(items):
-        for name, text in (("prompt", it.prompt), ("response", it.response)):
-            if text is None and name == "response":
-                continue
+        for name, text in _texts(it):
             if bad := text_problem(text, name, max_chars=max_chars):
                 problems.append(ItemProblem(k, name, *bad))
     _raise_problems(origin, what, problems, first=0)
 
 
-def items_from_rows(rows: Iterable[dict], *, origin: str, max_chars: int = MAX_TEXT_CHARS) -> list[Item]:
-    """Build unlabelled items from ``{"id"?, "prompt"|"text", "response"?}`` rows.
+def messages_from(value: object) -> tuple[tuple[str, str], ...]:
+    """``[{"role", "content"}, ...]`` as ``(role, content)`` pairs; :class:`DataError` naming what is wrong."""
+    if not isinstance(value, list) or not value:
+        raise DataError("'messages' must be a non-empty list of {role, content} objects")
+    out = []
+    for k, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise DataError(f"messages[{k}] needs a role of system, user or assistant")
+        out.append((m["role"], m.get("content")))
+    return tuple(out)
 
-    Rows without an id get their 1-based row number. Empty or non-string texts and texts over
-    ``max_chars`` raise one :class:`InvalidItemsError` listing the first offending rows.
+
+def items_from_rows(rows: Iterable[dict], *, origin: str, max_chars: int = MAX_TEXT_CHARS) -> list[Item]:
+    """Build unlabelled items from ``{"id"?, "prompt"|"text", "response"?}`` or ``{"id"?, "messages"}`` rows.
+
+    Rows without an id get their 1-based row number. A ``messages`` row is a conversation,
+    moderated turn by turn (:mod:`flexguard.conversation`). Empty or non-string texts and
+    texts over ``max_chars`` raise one :class:`InvalidItemsError` listing the first offending rows.
     """
+    from .conversation import conversation_item
+
     items, problems, seen = [], [], set()
     for n, r in enumerate(rows):
         rid = str(r["id"]) if r.get("id") is not None else str(n + 1)
+        if r.get("messages") is not None:
+            try:
+                item = conversation_item(rid, messages_from(r["messages"]))
+            except DataError as e:
+                problems.append(ItemProblem(n, "messages", "malformed", str(e)))
+                continue
+            problems += [ItemProblem(n, name, *bad) for name, text in _texts(item)
+                         if (bad := text_problem(text, name, max_chars=max_chars))]
+            if rid in seen:
+                problems.append(ItemProblem(n, "id", "duplicate_id", f"duplicate id {rid!r}"))
+            seen.add(rid)
+            items.append(clean_item(item))
+            continue
         prompt = r.get("prompt", r.get("text", r.get("input")))
         response = r.get("response")
         if prompt is None:
@@ -338,8 +451,8 @@ def items_from_rows(rows: Iterable[dict], *, origin: str, max_chars: int = MAX_T
         if rid in seen:
             problems.append(ItemProblem(n, "id", "duplicate_id", f"duplicate id {rid!r}"))
         seen.add(rid)
-        items.append(Item(id=rid, prompt=prompt if isinstance(prompt, str) else "",
-                          response=response if isinstance(response, str) else None))
+        items.append(clean_item(Item(id=rid, prompt=prompt if isinstance(prompt, str) else "",
+                                     response=response if isinstance(response, str) else None)))
     _raise_problems(origin, "row", problems, first=1)
     return items
 

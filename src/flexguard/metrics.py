@@ -132,6 +132,7 @@ class Evaluation:
     parse_errors: int
     missing_policy: str
     binary: bool
+    parse_error_rate: float = 0.0
     ci: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def evaluate(
     flagged: Sequence[bool | None] | np.ndarray | None = None,
     categories: Sequence[str | None] | None = None,
     mode: str | None = None,
-    on_missing: str = "safe",
+    on_missing: str | None = None,
     decisions: dict[str, np.ndarray] | None = None,
     n_boot: int = 1000,
     seed: int = 0,
@@ -174,8 +175,10 @@ def evaluate(
     flagged : decisions of a label-only moderator (used where ``scores`` is missing). One
         decision applies to every regime: this is what exposes cross-strictness inconsistency.
     categories : predicted categories, for per-category thresholds.
-    on_missing : items with neither score nor decision (parse errors) count as ``"safe"``
-        (fail open) or ``"unsafe"`` (fail closed). Their number is always reported.
+    on_missing : items with neither score nor decision (parse errors, model errors) count as
+        ``"unsafe"`` (fail closed) or ``"safe"``; default: as the policy's ``on_parse_error``
+        decides (``allow`` is safe, ``flag`` and ``review`` are flagged). Their number and
+        rate are always reported.
     decisions : precomputed decisions per regime for the scored items (e.g. cross-fitted
         thresholds); they replace ``policy``'s thresholds, which are then reported as NaN.
     n_boot : bootstrap draws for 95% intervals (0 disables them).
@@ -190,6 +193,8 @@ def evaluate(
         raise DataError("nothing to evaluate: no items")
     if (y_tier < 0).any() or (y_tier > 4).any():
         raise DataError("gold tiers must be ranks 0-4 for every item")
+    if on_missing is None:
+        on_missing = "safe" if policy.on_parse_error == "allow" else "unsafe"
     if on_missing not in ("safe", "unsafe"):
         raise DataError(f"on_missing must be 'safe' or 'unsafe', got {on_missing!r}")
     b = np.full(n, np.nan) if flagged is None else np.array([np.nan if v is None else float(v) for v in flagged])
@@ -238,6 +243,7 @@ def evaluate(
         f1_spread=float(f1s.max() - f1s.min()), oracle_avg_f1=float(of1.mean()), oracle_worst_f1=float(of1.min()),
         spearman=spearman, tier_accuracy=tier_acc, mean_score_by_tier=mean_by_tier, flag_rate=flag_rate,
         parse_errors=int(missing.sum()), missing_policy=on_missing, binary=bool(is_binary.all()),
+        parse_error_rate=float(missing.mean()),
     )
     if n_boot > 0:
         _bootstrap(ev, [y[r] for r in regimes], [pred[r] for r in regimes], regimes, n_boot, seed)
@@ -275,8 +281,9 @@ def _bootstrap(ev: Evaluation, ys: list[np.ndarray], ps: list[np.ndarray], regim
 
 
 def evaluate_binary_suite(scores: Sequence[float | None], labels: Sequence[bool], *, threshold: float,
-                          flagged: Sequence[bool | None] | None = None, on_missing: str = "safe") -> BinaryMetrics:
-    """F1 etc. on a suite with only harmful/unharmful gold labels, at one threshold."""
+                          flagged: Sequence[bool | None] | None = None, on_missing: str = "unsafe") -> BinaryMetrics:
+    """F1 etc. on a suite with only harmful/unharmful gold labels, at one threshold; items without a
+    score or decision count as ``on_missing`` (default: flagged, as a guard must fail closed)."""
     s = np.array([np.nan if v is None else v for v in scores], dtype=float)
     b = np.full(len(s), np.nan) if flagged is None else np.array([np.nan if v is None else float(v) for v in flagged])
     fill = 1.0 if on_missing == "unsafe" else 0.0

@@ -44,7 +44,7 @@ def evaluation_markdown(ev: Evaluation, title: str) -> list[str]:
               f"- oracle (per-regime best-F1 threshold, an upper bound fitted on these labels): average F1 "
               f"{_f(ev.oracle_avg_f1)}, worst-case F1 {_f(ev.oracle_worst_f1)}",
               f"- Spearman(score, tier) {_f(ev.spearman)}, tier accuracy {_f(ev.tier_accuracy)}, "
-              f"parse errors {ev.parse_errors} (counted as {ev.missing_policy})"]
+              f"parse errors {ev.parse_errors} ({ev.parse_error_rate:.1%}, counted as {ev.missing_policy})"]
     if ev.binary:
         lines.append("- binary moderator: one decision is applied to every regime")
     return lines

@@ -132,12 +132,17 @@ def score_ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def check_score(score: float, *, what: str = "score") -> float:
-    """Return ``score`` as float if it lies in 0–100, else raise :class:`ConfigError`."""
+    """Return ``score`` as float if it lies in 0–100, else raise :class:`ConfigError`.
+
+    Booleans are refused: YAML reads ``strict: yes`` as ``True``, which must not become 1.0.
+    """
+    if isinstance(score, (bool, np.bool_)):
+        raise ConfigError(f"{what} must be a number in 0-100, got {score!r} (a yes/no value)")
     try:
         value = float(score)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must be a number in 0-100, got {score!r}") from None
-    if not 0.0 <= value <= 100.0:
+    if not 0.0 <= value <= 100.0:  # NaN fails this too
         raise ConfigError(f"{what} must be in 0-100, got {value:g}")
     return value
 

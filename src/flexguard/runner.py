@@ -15,12 +15,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .conversation import score_turns
 from .errors import ConfigError, DataError, FlexGuardError
 from .moderators import Moderator
 from .records import result_from_record, result_record
@@ -78,12 +80,19 @@ def _read_done(out: Path) -> dict[str, dict]:
     return done
 
 
-def _score_isolated(moderator: Moderator, batch: Sequence[Item]) -> list[ModerationResult]:
-    """``moderator.score(batch)``; if it raises, item by item, so one bad item fails only itself.
+def score_isolated(moderator: Moderator, batch: Sequence[Item]) -> list[ModerationResult]:
+    """``moderator.score(batch)``, made safe for neighbours: if it raises, the items are scored one
+    by one, so one bad item fails only itself (its result carries ``error``); a score that is
+    not a number in 0–100 becomes an error too, never a value passed on. Conversations are
+    scored turn by turn (:func:`flexguard.conversation.score_turns`).
 
     A :class:`~flexguard.errors.FlexGuardError` (a server that cannot be reached, a missing
-    extra) is not about one item: it stops the job, and a re-run resumes where it stopped.
+    extra) is not about one item: it propagates (a batch job stops and a re-run resumes).
     """
+    return score_turns(lambda flat: _isolated(moderator, flat), batch)
+
+
+def _isolated(moderator: Moderator, batch: Sequence[Item]) -> list[ModerationResult]:
     try:
         got = moderator.score(batch)
     except FlexGuardError:
@@ -91,11 +100,17 @@ def _score_isolated(moderator: Moderator, batch: Sequence[Item]) -> list[Moderat
     except Exception as e:  # noqa: BLE001 - whatever a backend raises on one input must not fail the others
         if len(batch) == 1:
             return [ModerationResult(id=batch[0].id, error=f"{type(e).__name__}: {e}")]
-        log.warning("a batch of %d failed (%s: %s); scoring its items one by one", len(batch), type(e).__name__, e)
-        return [r for it in batch for r in _score_isolated(moderator, [it])]
+        log.warning("a batch of %d failed (%s); scoring its items one by one", len(batch), type(e).__name__)
+        return [r for it in batch for r in _isolated(moderator, [it])]
     if len(got) != len(batch):
         raise RuntimeError(f"backend {moderator.name} returned {len(got)} results for {len(batch)} items")
-    return [r if r.id == it.id else dataclasses.replace(r, id=it.id) for it, r in zip(batch, got)]
+    return [_checked(r if r.id == it.id else dataclasses.replace(r, id=it.id)) for it, r in zip(batch, got)]
+
+
+def _checked(r: ModerationResult) -> ModerationResult:
+    if r.score is None or (isinstance(r.score, (int, float)) and math.isfinite(r.score) and 0 <= r.score <= 100):
+        return r
+    return dataclasses.replace(r, score=None, error=f"the moderator returned an invalid score {r.score!r}")
 
 
 def score_items(
@@ -168,7 +183,7 @@ def score_items(
     try:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            for item, res in zip(batch, _score_isolated(moderator, batch)):
+            for item, res in zip(batch, score_isolated(moderator, batch)):
                 results[item.id] = res
                 if fh is not None:
                     rec = {**record(item, res), "text_sha256": hashes[item.id]}

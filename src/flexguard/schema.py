@@ -23,7 +23,10 @@ MODES: tuple[Mode, ...] = ("prompt", "response")
 class Item:
     """One thing to moderate, with optional gold annotations.
 
-    ``response`` is ``None`` for prompt moderation. Gold fields are ``None`` when unknown:
+    ``response`` is ``None`` for prompt moderation. A conversation carries its ``messages``
+    (``(role, content)`` pairs) and is moderated turn by turn (:mod:`flexguard.conversation`);
+    its ``prompt``/``response`` are then its last user / assistant turns. Gold fields are
+    ``None`` when unknown:
     FlexBench rows carry ``tier``/``category``/``risk_score`` (and distillation rows a
     ``rationale``); binary public suites carry only ``harmful``.
     """
@@ -37,6 +40,7 @@ class Item:
     source: str | None = None
     harmful: bool | None = None
     rationale: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None
 
     @property
     def mode(self) -> Mode:
@@ -71,6 +75,9 @@ class ModerationResult:
     error : the moderator could not judge this item at all (it raised on it); says why.
         Like a parse error, it carries no score, and the policy decides what happens.
     raw : raw model output, for auditing.
+    truncated : part of the text was not read (beyond the model's budget); the policy decides.
+    in_scope : the moderator can judge this text (e.g. its language); ``False`` means the
+        score is not to be trusted, and the policy decides. ``language`` says what was detected.
     latency_ms : wall time spent on this item (its share of the batch).
     extras : backend-specific values (e.g. probability mass on valid score tokens).
     """
@@ -83,6 +90,9 @@ class ModerationResult:
     parse_error: bool = False
     error: str | None = None
     raw: str | None = None
+    truncated: bool = False
+    in_scope: bool = True
+    language: str | None = None
     latency_ms: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -116,7 +126,9 @@ def sha256_text(text: str) -> str:
 
 def item_sha256(item: Item) -> str:
     """Identifies what an item asks to judge (its texts), so a batch job rescores an id whose text changed."""
-    return sha256_text(item.prompt + "\x00" + ("\x01" if item.response is None else item.response))[:16]
+    texts = [item.prompt, "\x01" if item.response is None else item.response]
+    texts += [f"{role}\x02{text}" for role, text in item.messages or ()]
+    return sha256_text("\x00".join(texts))[:16]
 
 
 def _package_versions() -> dict[str, str]:

@@ -56,11 +56,23 @@ class Decisions:
         return m[idx, np.arange(m.shape[1])]
 
 
+#: What to do with an item the moderator could not judge (unparsable output, an error).
+ON_UNJUDGED = ("flag", "review", "allow")
+#: What to do with a score that may not be trusted (text out of scope, text not read to the end).
+ON_UNCERTAIN = ("flag", "review", "score")
+
+
 @dataclass
 class Verdict:
-    """Everything a caller reports for one item: the single ``flagged`` verdict and the
-    threshold it used, each regime's decision, margins (score − threshold) and thresholds,
-    and the signed margin to the nearest threshold (``None`` without a score)."""
+    """Everything a caller reports for one item.
+
+    ``decision`` is ``allow``, ``flag`` or ``review`` (route to a person); ``flagged`` is
+    ``decision != "allow"``, so a caller that reads only the boolean fails closed. ``reason``
+    says what decided: ``score``, ``label`` (a label-only moderator), ``parse_error``,
+    ``error``, ``out_of_scope`` or ``truncated``. Also: the threshold ``flagged`` used, each
+    regime's decision, margins (score − threshold) and thresholds, and the signed margin to the
+    nearest threshold (``None`` without a score).
+    """
 
     flagged: bool
     threshold: float | None
@@ -68,6 +80,8 @@ class Verdict:
     margins: dict[str, float | None]
     thresholds: dict[str, float]
     margin: float | None
+    decision: str = "allow"
+    reason: str = "score"
 
 
 @dataclass
@@ -82,6 +96,11 @@ class Policy:
     categories : ``{category: {regime: threshold}}`` partial overrides.
     modes : ``{"prompt"|"response": {"thresholds": {...}, "categories": {...}}}`` overrides.
     default_regime : the regime whose decision is reported as ``flagged``.
+    on_parse_error, on_error : what an item the moderator could not judge gets (its output
+        did not parse; it raised): ``flag`` (default), ``review`` or ``allow``. Never silently safe.
+    on_out_of_scope, on_truncated : what an unflagged item gets when the moderator cannot vouch
+        for its score (a language it was not trained on; text it did not read to the end):
+        ``review`` (default), ``flag`` or ``score`` (trust the score). A flagged item stays flagged.
     name : free text, shown in reports.
 
     Examples
@@ -96,6 +115,10 @@ class Policy:
     categories: dict[Category, dict[str, float]] = field(default_factory=dict)
     modes: dict[str, dict[str, Any]] = field(default_factory=dict)
     default_regime: str = Regime.MODERATE.value
+    on_parse_error: str = "flag"
+    on_error: str = "flag"
+    on_out_of_scope: str = "review"
+    on_truncated: str = "review"
     name: str = "rubric-default"
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -122,6 +145,10 @@ class Policy:
         if self.default_regime not in self.regimes:
             raise ConfigError(f"default_regime {self.default_regime!r} is not a regime of this policy "
                               f"({', '.join(self.regimes)})")
+        for key, allowed in (("on_parse_error", ON_UNJUDGED), ("on_error", ON_UNJUDGED),
+                             ("on_out_of_scope", ON_UNCERTAIN), ("on_truncated", ON_UNCERTAIN)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         for mode_or_all in (None, *MODES):
             for cat in (None, *Category):
                 self._check_order(self.resolve(category=cat, mode=mode_or_all), mode_or_all, cat)
@@ -201,21 +228,52 @@ class Policy:
         return Decisions(flags=flags, margins=margins, thresholds=th)
 
     def verdict(self, score: float | None, *, label: bool | None = None, category: Category | str | None = None,
-                mode: str | None = None, strictness: str | None = None, threshold: float | None = None) -> Verdict:
+                mode: str | None = None, strictness: str | None = None, threshold: float | None = None,
+                unjudged: str | None = None, out_of_scope: bool = False, truncated: bool = False) -> Verdict:
         """The full decision record of one result.
 
         A label-only moderator (``score`` None, ``label`` set) gets its one decision for every
-        regime and no threshold.
+        regime and no threshold. ``unjudged`` (``"parse_error"`` or ``"error"``) means the
+        moderator could not judge the item: ``on_parse_error`` / ``on_error`` decide, for every
+        regime. An unflagged item that is ``out_of_scope`` or ``truncated`` gets
+        ``on_out_of_scope`` / ``on_truncated`` unless that is ``score``.
         """
         th = self.resolve(category=category, mode=mode)
         names = self.regime_names
-        if score is None and label is not None:
-            return Verdict(bool(label), None, {r: bool(label) for r in names}, {r: None for r in names}, th, None)
-        flagged, used = self.flag(score, category=category, mode=mode, strictness=strictness, threshold=threshold)
-        margins = {r: None if score is None else round(score - th[r], 3) for r in names}
-        known = [m for m in margins.values() if m is not None]
-        return Verdict(bool(flagged), used, {r: score is not None and score > th[r] for r in names}, margins, th,
-                       min(known, key=abs) if known else None)
+        no_margins: dict[str, float | None] = {r: None for r in names}
+        margins: dict[str, float | None]
+        margin: float | None
+        used: float | None
+        if score is None and label is None:
+            unjudged = unjudged or "parse_error"
+        if score is None:
+            flagged, used, margins, margin = bool(label), None, no_margins, None
+            decisions = {r: bool(label) for r in names}
+            reason = "label"
+        else:
+            flagged, used = self.flag(score, category=category, mode=mode, strictness=strictness, threshold=threshold)
+            by_regime = {r: round(score - th[r], 3) for r in names}
+            margin = min(by_regime.values(), key=abs)
+            margins = dict(by_regime)
+            decisions = {r: score > th[r] for r in names}
+            reason = "score"
+        if used is None and unjudged is not None:
+            used = self.flag(None, category=category, mode=mode, strictness=strictness, threshold=threshold)[1]
+        decision = "flag" if flagged else "allow"
+        # What the moderator could not do never lowers a flag, only raises one. In order: an
+        # unjudged item follows on_parse_error / on_error (its "allow" is final); a doubtful score
+        # follows on_out_of_scope, then on_truncated ("score": trust it, look at the next rule).
+        rules = [(self.on_error if unjudged == "error" else self.on_parse_error, unjudged)] if unjudged else []
+        rules += [(rule, why) for rule, why, applies in ((self.on_out_of_scope, "out_of_scope", out_of_scope),
+                                                         (self.on_truncated, "truncated", truncated)) if applies]
+        for rule, why in rules if not flagged else []:
+            if rule == "score":
+                continue
+            reason = why
+            if rule != "allow":
+                decision, decisions = rule, {r: True for r in names}
+            break
+        return Verdict(decision != "allow", used, decisions, margins, th, margin, decision=decision, reason=reason)
 
     # -- (de)serialisation ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -230,6 +288,8 @@ class Policy:
         if self.modes:
             d["modes"] = {m: {"thresholds": s["thresholds"], "categories": {c.value: t for c, t in s["categories"].items()}}
                           for m, s in self.modes.items()}
+        for key in ("on_parse_error", "on_error", "on_out_of_scope", "on_truncated"):
+            d[key] = getattr(self, key)
         if self.meta:
             d["meta"] = self.meta
         return d
@@ -238,7 +298,8 @@ class Policy:
     def from_dict(cls, d: Mapping[str, Any]) -> "Policy":
         if not isinstance(d, Mapping):
             raise ConfigError(f"a policy must be a mapping, got {type(d).__name__}")
-        known = {"name", "default_regime", "regimes", "thresholds", "categories", "modes", "meta"}
+        known = {"name", "default_regime", "regimes", "thresholds", "categories", "modes", "meta", "on_parse_error",
+                 "on_error", "on_out_of_scope", "on_truncated"}
         if unknown := set(d) - known:
             raise ConfigError(f"unknown policy key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
         regimes = d.get("regimes") or default_regimes()
@@ -253,6 +314,7 @@ class Policy:
             default_regime=d.get("default_regime",
                                  Regime.MODERATE.value if Regime.MODERATE.value in regimes else next(iter(regimes))),
             name=d.get("name", "custom"), meta=dict(d.get("meta") or {}),
+            **{k: d[k] for k in ("on_parse_error", "on_error", "on_out_of_scope", "on_truncated") if k in d},
         )
 
     @classmethod
@@ -261,10 +323,16 @@ class Policy:
         import yaml
 
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder; --policy takes a YAML file (flexguard calibrate --out writes one)")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such policy file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text file; a policy is YAML") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read it ({e.strerror})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: malformed YAML: {e}") from None
         try:

@@ -92,6 +92,7 @@ class ScorerOutput:
     categories: tuple[str, ...]
     n_chunks: np.ndarray  # token windows read per item
     truncated: np.ndarray  # bool: text beyond the window budget was dropped
+    n_segments: np.ndarray | None = None  # sentences scored on their own, per item (0: the whole text only)
 
 
 @dataclass

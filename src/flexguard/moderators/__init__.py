@@ -15,7 +15,7 @@ import importlib
 import inspect
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from ..errors import ConfigError, UnknownBackendError
+from ..errors import BackendError, ConfigError, UnknownBackendError
 from ..schema import Item, ModerationResult
 
 DEFAULT_MODEL = "embedded"
@@ -49,6 +49,10 @@ class Moderator(Protocol):
     def info(self) -> dict[str, Any]: ...
 
 
+#: name -> the optional extra its imports need
+EXTRAS = {"hf": "llm", "openai": "llm", "llamaguard": "llm", "openai-moderation": "llm"}
+
+
 def register(name: str, target: str | type) -> None:
     """Register a backend under ``name`` (a class or a ``"module:Class"`` path)."""
     BACKENDS[name] = target  # type: ignore[assignment]
@@ -73,8 +77,18 @@ def backend_class(name: str) -> type:
     target = BACKENDS[name]
     if isinstance(target, str):
         module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            raise _missing_extra(name, e) from None
     return target
+
+
+def _missing_extra(name: str, e: ImportError) -> BackendError:
+    """An optional extra is missing (e.g. torch for ``hf``): say which, and how to install it."""
+    extra = EXTRAS.get(name, "all")
+    return BackendError(f"the {name!r} backend needs the '{extra}' extra ({e.name or e} is not installed): "
+                        f"pip install 'flexguard[{extra}]'")
 
 
 def backend_options(cls: type) -> set[str] | None:
@@ -100,4 +114,7 @@ def get_moderator(spec: str = DEFAULT_MODEL, **options: Any) -> Moderator:
     if accepted is not None and (bad := sorted(set(options) - accepted)):
         raise ConfigError(f"model {spec!r} does not take option(s) {', '.join(bad)}; "
                           f"it takes {', '.join(sorted(accepted)) or 'none'}")
-    return cls.from_spec(arg, **options) if hasattr(cls, "from_spec") else cls(**options)
+    try:
+        return cls.from_spec(arg, **options) if hasattr(cls, "from_spec") else cls(**options)
+    except ImportError as e:  # backends import their heavy dependencies when built
+        raise _missing_extra(name, e) from None

@@ -17,7 +17,8 @@ from typing import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from ..errors import ConfigError, FlexGuardError
 from ..moderators import Moderator
@@ -49,7 +50,50 @@ def _key_ok(given: str, keys: Sequence[str]) -> bool:
 
 
 def _error(e: APIError) -> JSONResponse:
-    return JSONResponse(status_code=e.status, content=e.response().model_dump())
+    return JSONResponse(status_code=e.status, content=e.response().model_dump(), headers=e.headers)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over ``max_bytes`` before it is read, let alone parsed.
+
+    A declared ``Content-Length`` over the limit is answered 413 at once. A body that streams
+    past the limit without one is answered 413 where it passes it; the app then sees the
+    client as gone, and anything it still sends is dropped.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = _error(APIError(413, f"request body over the limit of {self.max_bytes} bytes", code="body_too_large"))
+        try:
+            if declared is not None and int(declared) > self.max_bytes:
+                return await too_big(scope, receive, send)
+        except ValueError:
+            return await _error(APIError(400, "malformed Content-Length header"))(scope, receive, send)
+        seen, answered = 0, False
+
+        async def limited_receive():
+            nonlocal seen, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    answered = True
+                    await too_big(scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not answered:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
 
 def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: Sequence[str] = (),
@@ -68,6 +112,7 @@ def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: 
 
     app = FastAPI(title="flexguard", version="1", lifespan=lifespan)
     app.state.service = service
+    known_paths: set[str] = set()  # filled once the routes below exist: metrics never label by a raw URL
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -77,15 +122,22 @@ def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: 
     @app.middleware("http")
     async def auth_and_metrics(request: Request, call_next):
         t0 = time.perf_counter()
-        route = request.url.path
-        if api_keys and route.startswith("/v1/"):
+        path = request.url.path
+        route = path if path in known_paths else "other"
+        if api_keys and path.startswith("/v1/"):
             header = request.headers.get("authorization", "")
             token = header[7:] if header.lower().startswith("bearer ") else ""
             if not token or not _key_ok(token, api_keys):
                 service.m_requests.labels(route, "401").inc()
                 return _error(APIError(401, "Incorrect or missing API key. Pass it as 'Authorization: Bearer <key>'.",
                                        code="invalid_api_key"))
-        response = await call_next(request)
+        try:
+            response = await call_next(request)
+        except ClientDisconnect:  # the client left, or BodyLimit answered 413 mid-body: nothing more to send
+            response = Response(status_code=499)
+        except Exception:  # a bug, not the client's fault: an OpenAI-shaped 500, counted like any other answer
+            log.exception("internal error on %s", route)
+            response = _error(APIError(500, "internal server error", type="server_error"))
         service.m_requests.labels(route, str(response.status_code)).inc()
         service.m_latency.labels(route).observe(time.perf_counter() - t0)
         return response
@@ -132,6 +184,8 @@ def create_app(moderator: Moderator, policy: Policy | None = None, *, api_keys: 
     async def models():
         return service.models()
 
+    known_paths.update(getattr(r, "path", "") for r in app.routes)
+    app.add_middleware(BodyLimit, max_bytes=service.limits.max_body_bytes)
     return app
 
 

@@ -36,6 +36,13 @@ class ModerationResultOut(BaseModel):
     thresholds: dict[str, float]
     threshold_used: float | None
     parse_error: bool = False
+    decision: str = "allow"
+    review: bool = False
+    reason: str = "score"
+    error: str | None = None
+    truncated: bool = False
+    in_scope: bool = True
+    language: str | None = None
 
 
 class ModerationResponse(BaseModel):
@@ -81,6 +88,13 @@ class NativeResult(BaseModel):
     margins: dict[str, float | None]
     margin: float | None
     parse_error: bool
+    decision: str
+    review: bool
+    reason: str
+    error: str | None
+    truncated: bool
+    in_scope: bool
+    language: str | None
     latency_ms: float | None
     extras: dict[str, Any] = {}
 
@@ -111,10 +125,11 @@ class APIError(Exception):
     """An error answered to the client as an :class:`ErrorResponse` with an HTTP status."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.body = ErrorBody(message=message, type=type, param=param, code=code)
+        self.headers = headers or {}
 
     def response(self) -> ErrorResponse:
         return ErrorResponse(error=self.body)

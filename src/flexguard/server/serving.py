@@ -12,14 +12,15 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ..conversation import conversation_item
 from ..crosswalk import OPENAI_CATEGORIES, TO_OPENAI, openai_category_scores
-from ..data import InvalidItemsError, check_items
-from ..errors import FlexGuardError
+from ..data import InvalidItemsError, check_items, clean_item
+from ..errors import DataError, FlexGuardError
 from ..moderators import Moderator
 from ..records import result_record
 from ..schema import Item, ModerationResult
 from ..thresholds import Policy
-from .batcher import MicroBatcher
+from .batcher import MicroBatcher, Overloaded
 from .protocol import (
     APIError,
     ModerateRequest,
@@ -33,13 +34,16 @@ from .protocol import (
 
 @dataclass
 class ServerLimits:
-    """Per-request limits: items, characters per text, seconds; and how requests are batched."""
+    """Per-request limits (body bytes, items, characters per text, seconds), how requests are
+    batched, and how many items may wait before new requests are refused (429)."""
 
     max_items: int = 256
     max_chars: int = 32_000
+    max_body_bytes: int = 4 * 2**20
     timeout_s: float = 30.0
     max_batch: int = 32
     max_wait_ms: float = 5.0
+    max_queue: int = 2048
 
 
 class ModerationService:
@@ -50,7 +54,8 @@ class ModerationService:
 
         self.moderator, self.policy, self.limits = moderator, policy, limits
         self.name = model_name or moderator.info().get("model", moderator.name)
-        self.batcher = MicroBatcher(moderator, max_batch=limits.max_batch, max_wait_ms=limits.max_wait_ms)
+        self.batcher = MicroBatcher(moderator, max_batch=limits.max_batch, max_wait_ms=limits.max_wait_ms,
+                                    max_queue=limits.max_queue)
         self.ready = False
         self.registry = CollectorRegistry()
         self.m_requests = Counter("flexguard_requests_total", "HTTP requests", ["route", "status"], registry=self.registry)
@@ -80,6 +85,7 @@ class ModerationService:
         if len(items) > self.limits.max_items:
             raise APIError(413, f"too many inputs: {len(items)} > limit of {self.limits.max_items} items per request",
                            param=param, code="too_many_items")
+        items = [clean_item(it) for it in items]
         try:
             check_items(items, max_chars=self.limits.max_chars, what="input")
         except InvalidItemsError as e:
@@ -93,20 +99,20 @@ class ModerationService:
         return self.checked([Item(id=str(k), prompt=t) for k, t in enumerate(texts)], "input")
 
     def moderate_items(self, req: ModerateRequest) -> list[Item]:
+        """Items of a ``/v1/moderate`` request; a ``messages`` item is a conversation, moderated turn by turn."""
         items = []
         for k, it in enumerate(req.items):
-            prompt, response = it.prompt, it.response
             if it.messages is not None:
-                if prompt is not None or response is not None:
+                if it.prompt is not None or it.response is not None:
                     raise APIError(400, f"items[{k}]: give 'messages' or 'prompt'/'response', not both", param="items")
-                users = [m.content for m in it.messages if m.role == "user"]
-                bots = [m.content for m in it.messages if m.role == "assistant"]
-                if not users:
-                    raise APIError(400, f"items[{k}]: messages need a user turn", param="items")
-                prompt, response = users[-1], (bots[-1] if bots else None)
-            if prompt is None:
+                try:
+                    items.append(conversation_item(it.id or str(k), [(m.role, m.content) for m in it.messages]))
+                except DataError as e:
+                    raise APIError(400, f"items[{k}]: {e}", param="items") from None
+                continue
+            if it.prompt is None:
                 raise APIError(400, f"items[{k}]: no prompt", param="items")
-            items.append(Item(id=it.id or str(k), prompt=prompt, response=response))
+            items.append(Item(id=it.id or str(k), prompt=it.prompt, response=it.response))
         return self.checked(items, "items")
 
     # -- scoring ------------------------------------------------------------------------
@@ -115,6 +121,9 @@ class ModerationService:
             raise APIError(503, "model is loading", type="server_error")
         try:
             results = await asyncio.wait_for(self.batcher.score(items), timeout=self.limits.timeout_s)
+        except Overloaded as e:
+            raise APIError(429, f"{e}; {self.batcher.queued} items are waiting", type="server_error",
+                           code="overloaded", headers={"Retry-After": str(e.retry_after)}) from None
         except asyncio.TimeoutError:
             raise APIError(504, f"scoring took longer than {self.limits.timeout_s:g} s", type="server_error",
                            code="timeout") from None
@@ -138,7 +147,9 @@ class ModerationService:
                 category_applied_input_types={c: ["text"] for c in OPENAI_CATEGORIES},
                 risk_score=rec["risk_score"], severity_tier=rec["tier"], category=rec["category"],
                 decisions=rec["decisions"], margins=rec["margins"], thresholds=rec["thresholds"],
-                threshold_used=rec["threshold"], parse_error=rec["parse_error"],
+                threshold_used=rec["threshold"], parse_error=rec["parse_error"], decision=rec["decision"],
+                review=rec["review"], reason=rec["reason"], error=rec["error"], truncated=rec["truncated"],
+                in_scope=rec["in_scope"], language=rec["language"],
             ))
         return ModerationResponse(id=f"modr-{uuid.uuid4().hex[:24]}", model=req.model or self.name, results=out)
 
