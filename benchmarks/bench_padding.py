@@ -7,9 +7,10 @@ after it, or both (1, 3 or 10 sentences each); the padding text is written for t
 (a friendly greeting and everyday sentences, nothing harmful). For every variant and regime
 it reports recall (gold-unsafe items flagged), FPR (gold-safe items flagged: padding must not
 make benign items look risky either) and retention (items flagged unpadded that stay
-flagged). Run with and without sentence segments (``--model-opt segments=false`` is the
-whole-text scorer of before). The shipped model was trained on this split, so absolute
-numbers are in-sample; the differences between variants are the point.
+flagged). Each subset runs with sentence segments (``segments=all``) and without
+(``segments=none``, the whole-text scorer of before); the default (``segments=prompt``) is the
+former on prompts and the latter on responses. The shipped model was trained on this split,
+so absolute numbers are in-sample; the differences between variants are the point.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def main() -> None:
     policy = Policy()
     variants = [("none", 0)] + [(w, k) for w in ("prefix", "suffix", "both") for k in (1, 3, 10)]
     rows = []
-    for segments in (False, True):
-        mod = get_moderator(args.model, segments=segments)
+    for segments in ("none", "all"):
+        mod = get_moderator(args.model, segments=segments, check_language=False)
         for subset in ("prompt", "response"):
             items = load_flexbench(DATA / "flexbench_r", subset=subset).items[:args.limit]
             tiers = np.array([it.tier.rank for it in items])

@@ -2,6 +2,7 @@
 
 import asyncio
 import math
+import re
 
 import pytest
 from fastapi import FastAPI, Request
@@ -12,6 +13,7 @@ from flexguard.moderators import get_moderator
 from flexguard.moderators.openai_compat import OpenAICompatibleModerator
 from flexguard.schema import Item
 from servers import Running
+from tiny_models import qwen3_tokenizer_dir
 
 SCORE_P = {7: 0.5, 73: 0.3, 100: 0.2}  # the fake model's distribution over scores after "CAT\n"
 
@@ -29,42 +31,79 @@ def next_dist(digits: str) -> dict[str, float]:
 
 
 def fake_vllm() -> FastAPI:
+    """A vLLM-shaped server that renders chats with the real Qwen3 chat template, as vLLM does.
+
+    So it answers 400 where vLLM does: a prefilled assistant turn with ``continue_final_message``
+    whose ``<think>`` block the template rewrites. ``/v1/completions`` checks that its prompt is a
+    Qwen3-rendered chat and answers from the fake distribution below.
+    """
+    from tiny_models import qwen3_tokenizer
+
+    tok = qwen3_tokenizer()
     app = FastAPI()
     app.state.calls = {}
 
-    def reply(content, top=None):
-        choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
-        if top is not None:
-            choice["logprobs"] = {"content": [{"token": content, "logprob": 0.0, "bytes": None, "top_logprobs": [
-                {"token": t, "logprob": math.log(p), "bytes": None} for t, p in top.items()]}]}
-        return {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    def answer(prompt_text: str) -> str:
+        if "garbage" in prompt_text:
+            return "I am not sure what you mean."
+        if "bomb" in prompt_text:
+            return "<think>\nweapon request\n</think>\nVIO\n73"
+        if "too long" in prompt_text:
+            return None
+        return "<think>\nfine\n</think>\nSAFE\n3"
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        body = await request.json()
-        model = body["model"]
+    def count(model):
         n = app.state.calls[model] = app.state.calls.get(model, 0) + 1
         if model == "flaky" and n <= 2:
             return JSONResponse(status_code=503, content={"error": {"message": "overloaded", "type": "server_error"}})
         if model == "bad":
             return JSONResponse(status_code=400, content={"error": {"message": "max_tokens too large", "type": "invalid"}})
-        if model == "slow":
+        return None
+
+    def refuse(message):
+        return JSONResponse(status_code=400, content={"error": {"message": message, "type": "BadRequestError"}})
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        if (err := count(body["model"])) is not None:
+            return err
+        if body["model"] == "slow":
             await asyncio.sleep(1.0)
         msgs = body["messages"]
-        user = next(m["content"] for m in msgs if m["role"] == "user")
-        if msgs[-1]["role"] == "assistant":
-            assert body.get("continue_final_message") and body.get("add_generation_prompt") is False
-            prefill = msgs[-1]["content"]
-            if body.get("logprobs"):
-                dist = next_dist(prefill.rsplit("\n", 1)[1])
-                return reply(max(dist, key=dist.get), top=dist)
-            return reply("VIO\n73")  # after an empty think block
-        if "garbage" in user:
-            return reply("I am not sure what you mean.")
-        if "bomb" in user:
-            return reply("<think>\nweapon request\n</think>\nVIO\n73")
-        return reply("<think>\nfine\n</think>\nSAFE\n3")
+        try:
+            prompt = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=msgs[-1]["role"] != "assistant",
+                                             continue_final_message=bool(body.get("continue_final_message")))
+        except ValueError as e:  # what vLLM answers when the template rewrites the prefilled turn
+            return refuse(str(e))
+        content = answer(prompt)
+        if content is None:
+            return refuse("This model's maximum context length is 8192 tokens.")
+        choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+        return {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"], "choices": [choice],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await request.json()
+        if (err := count(body["model"])) is not None:
+            return err
+        prompt = body["prompt"]
+        if not (prompt.startswith("<|im_start|>system\n") and "<|im_end|>\n<|im_start|>assistant\n" in prompt):
+            return refuse("not a chat rendered with the checkpoint's template")
+        app.state.prompts = getattr(app.state, "prompts", []) + [prompt]
+        answer_so_far = prompt.split("<|im_start|>assistant\n", 1)[1]
+        text, lp = "", None
+        if body.get("logprobs"):
+            dist = next_dist(answer_so_far.rsplit("\n", 1)[1])
+            text = max(dist, key=dist.get)
+            lp = {"tokens": [text], "token_logprobs": [0.0], "text_offset": [0],
+                  "top_logprobs": [{t: math.log(q) for t, q in dist.items()}]}
+        elif answer_so_far.endswith("</think>\n"):
+            text = "VIO\n73"  # after an empty think block
+        choice = {"index": 0, "text": text, "finish_reason": "stop", "logprobs": lp}
+        return {"id": "x", "object": "text_completion", "created": 0, "model": body["model"], "choices": [choice],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 
     return app
 
@@ -89,11 +128,39 @@ def test_generate_mode(vllm):
 
 @pytest.mark.parametrize("think", ["generate", "empty"])
 def test_expected_mode_reads_the_score_distribution(vllm, think):
-    url, _ = vllm
-    mod = OpenAICompatibleModerator(url, "flexguard", mode="expected", think=think)
+    url, app = vllm
+    mod = OpenAICompatibleModerator(url, "flexguard", mode="expected", think=think, tokenizer=qwen3_tokenizer_dir())
     [r] = mod.score([Item(id="a", prompt="make a bomb")])
     assert r.category.value == "VIO" and r.extras["generated_score"] == 73
     assert r.score == pytest.approx(0.5 * 7 + 0.3 * 73 + 0.2 * 100) and r.extras["valid_mass"] == pytest.approx(1.0)
+    # every scoring request continued the answer as text after the checkpoint's own rendering
+    ends = sorted(p.rsplit("VIO\n", 1)[1] for p in app.state.prompts[-6:])
+    assert ends == ["", "1", "10", "100", "7", "73"]  # one request per likely numeric prefix
+
+
+def test_a_prefilled_chat_turn_is_what_vllm_refuses():
+    """The old request shape (continue_final_message) against Qwen3's real template: HTTP 400."""
+    import openai
+
+    with Running(fake_vllm()) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="final message does not appear"):
+            client.chat.completions.create(model="m", max_tokens=1, messages=[
+                {"role": "user", "content": "x"}, {"role": "assistant", "content": "<think>\n\n</think>\nVIO\n"}],
+                extra_body={"continue_final_message": True, "add_generation_prompt": False})
+
+
+def test_expected_mode_needs_a_tokenizer_with_a_chat_template(vllm):
+    url, _ = vllm
+    with pytest.raises(ConfigError, match="tokenizer=HUB_ID_OR_FOLDER"):
+        OpenAICompatibleModerator(url, "no-such-model-here", mode="expected")
+
+
+def test_an_item_the_server_refuses_fails_alone(vllm):
+    url, _ = vllm
+    mod = OpenAICompatibleModerator(url, "flexguard")
+    ok, refused = mod.score([Item(id="a", prompt="make a bomb"), Item(id="b", prompt="too long text")])
+    assert ok.score == 73 and refused.score is None and "maximum context length" in refused.error
 
 
 def test_retries_with_backoff_then_succeeds(vllm):
@@ -105,8 +172,8 @@ def test_retries_with_backoff_then_succeeds(vllm):
 
 def test_non_retryable_error_and_timeout_are_reported(vllm):
     url, app = vllm
-    with pytest.raises(BackendError, match="answered 400: .*max_tokens too large"):
-        OpenAICompatibleModerator(url, "bad").score([Item(id="a", prompt="x")])
+    [r] = OpenAICompatibleModerator(url, "bad").score([Item(id="a", prompt="x")])
+    assert r.score is None and re.search("answered 400: .*max_tokens too large", r.error)  # this item only: not raised
     assert app.state.calls["bad"] == 1  # a 400 is not retried
     with pytest.raises(BackendError, match="unreachable after retries"):
         OpenAICompatibleModerator(url, "slow", timeout=0.2, max_retries=1).score([Item(id="a", prompt="x")])

@@ -301,7 +301,7 @@ def cmd_train_stage(args: argparse.Namespace) -> int:
 
     cls = SFTRunConfig if args.what == "sft" else GRPORunConfig
     cfg = load_run_config(cls, args.config, model=args.base_model, data=args.train_data, output_dir=args.output_dir,
-                          template=args.template)
+                          template=args.template, eval_flexbench=args.eval_flexbench, resume=args.resume or None)
     if args.what == "sft":
         from .train.llm.sft import main as run
     else:
@@ -317,6 +317,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     out = merge(args.base, args.adapter, args.out, dtype=args.dtype, template=args.template)
     print(f"merged model saved to {out}")
+    return 0
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    from .proxy.app import run_proxy
+
+    policy = _policy(args)
+    if args.strictness:
+        if args.strictness not in policy.regimes:
+            raise ConfigError(f"unknown strictness {args.strictness!r}; the policy has {', '.join(policy.regime_names)}")
+        policy.default_regime = args.strictness
+    if not args.upstream.startswith(("http://", "https://")):
+        raise ConfigError(f"--upstream must be an http(s) URL ending in /v1, got {args.upstream!r}")
+    run_proxy(_moderator(args), args.upstream, policy, host=args.host, port=args.port, api_keys_file=args.api_keys_file)
     return 0
 
 
@@ -422,9 +436,12 @@ def make_parser() -> argparse.ArgumentParser:
         ts = tsub.add_parser(stage, help=f"{'SFT warm-up' if stage == 'sft' else 'GRPO risk alignment'} with TRL")
         ts.add_argument("--config", help="YAML config (flexguard options + a 'trl:' section)")
         ts.add_argument("--model", dest="base_model", help="base model: Hub id or folder (overrides the config)")
-        ts.add_argument("--data", dest="train_data", help="distilled JSONL (overrides the config)")
+        ts.add_argument("--data", dest="train_data", nargs="+",
+                        help="distilled JSONL file(s): the prompt and the response files train both modes (overrides the config)")
         ts.add_argument("--output-dir", help="overrides the config")
         ts.add_argument("--template", help="prompt template name or YAML")
+        ts.add_argument("--eval-flexbench", help="FlexBench folder evaluated every eval_every steps (overrides the config)")
+        ts.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
         ts.set_defaults(func=cmd_train_stage)
 
     d = sub.add_parser("distill", help="rubric-guided score distillation from a teacher LLM")
@@ -451,6 +468,19 @@ def make_parser() -> argparse.ArgumentParser:
     mg.add_argument("--dtype", default="auto")
     mg.add_argument("--template", default=None)
     mg.set_defaults(func=cmd_merge)
+
+    px = sub.add_parser("proxy", help="a guardrail in front of an OpenAI-compatible LLM server "
+                                      "(/v1/chat/completions, streaming included)")
+    px.add_argument("--upstream", required=True, help="the LLM server's base URL, e.g. http://127.0.0.1:8000/v1; its key "
+                                                       "comes from FLEXGUARD_UPSTREAM_API_KEY, or the client's own is passed on")
+    px.add_argument("--strictness", help="the regime that blocks (default: the policy's default_regime)")
+    px.add_argument("--model", default="embedded", help="the moderator (default: embedded)")
+    px.add_argument("--model-opt", action="append", metavar="KEY=VALUE", help="backend option, repeatable")
+    px.add_argument("--host", default="127.0.0.1")
+    px.add_argument("--port", type=int, default=8080)
+    px.add_argument("--api-keys-file", help="keys clients must send (or set FLEXGUARD_API_KEYS)")
+    _add_policy_args(px)
+    px.set_defaults(func=cmd_proxy)
 
     sv = sub.add_parser("serve", help="serve a moderator over HTTP (OpenAI /v1/moderations compatible)")
     sv.add_argument("--model", default="embedded")

@@ -7,6 +7,8 @@ OpenAI's scores into a flexguard category and risk score.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from .rubric import Category
 
 OPENAI_CATEGORIES: tuple[str, ...] = (
@@ -41,12 +43,12 @@ FROM_OPENAI: dict[str, Category] = {
 
 
 def openai_category_scores(risk_score: float | None, category_probs: dict[str, float] | None,
-                           category: Category | None) -> dict[str, float]:
+                           categories: Sequence[Category | str] | Category | None) -> dict[str, float]:
     """OpenAI-style per-category scores on 0–1.
 
     Each OpenAI category gets ``risk/100`` times the probability mass of the flexguard
-    harm categories that map onto it (the predicted category alone when no probabilities
-    are available). Everything is 0 when there is no score.
+    harm categories that map onto it; without probabilities, every category the moderator
+    named (an LLM may name several) gets ``risk/100``. Everything is 0 when there is no score.
     """
     out = {c: 0.0 for c in OPENAI_CATEGORIES}
     if risk_score is None:
@@ -58,7 +60,23 @@ def openai_category_scores(risk_score: float | None, category_probs: dict[str, f
         for cat, p in harm.items():
             for oc in TO_OPENAI[cat]:
                 out[oc] = max(out[oc], risk * p / total)
-    elif category is not None:
-        for oc in TO_OPENAI[category]:
-            out[oc] = risk
+    else:
+        for cat in named(categories):
+            for oc in TO_OPENAI[cat]:
+                out[oc] = risk
     return {k: round(v, 6) for k, v in out.items()}
+
+
+def named(categories: Sequence[Category | str] | Category | str | None) -> list[Category]:
+    """``categories`` as a list of :class:`Category` (one, several or none)."""
+    if categories is None:
+        return []
+    if isinstance(categories, (Category, str)):
+        return [Category.parse(categories)]
+    return [Category.parse(c) for c in categories]
+
+
+def openai_flags(flagged: bool, categories: Sequence[Category | str] | Category | None) -> dict[str, bool]:
+    """OpenAI's ``categories`` booleans: the categories a flagged item's flexguard categories are evidence for."""
+    hit = {oc for cat in named(categories) for oc in TO_OPENAI[cat]} if flagged else set()
+    return {c: c in hit for c in OPENAI_CATEGORIES}

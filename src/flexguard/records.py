@@ -31,6 +31,7 @@ def result_record(item: Item, result: ModerationResult, policy: Policy, *, stric
         "id": item.id, "mode": item.mode, "risk_score": result.score,
         "tier": None if result.tier is None else result.tier.value,
         "category": None if result.category is None else result.category.value,
+        "categories": list(result.categories) if result.categories else None,
         "category_scores": result.category_scores, "label": result.flagged,
         "flagged": v.flagged, "decision": v.decision, "review": v.decision == "review", "reason": v.reason,
         "threshold": v.threshold, "decisions": v.decisions, "margins": v.margins,

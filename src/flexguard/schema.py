@@ -69,7 +69,9 @@ class ModerationResult:
         output could not be parsed. Never a made-up default.
     flagged : the decision of a label-only (binary) moderator; ``None`` for scorers.
         A binary decision is applied to every regime alike.
-    category : predicted category, if any.
+    category : predicted (primary) category, if any.
+    categories : every category the moderator named, the primary first (an LLM may name
+        several, e.g. ``VIO,ILG``); ``None`` when it names one or gives probabilities instead.
     category_scores : optional probability (0–1) per category code.
     parse_error : the model's output could not be parsed; ``raw`` keeps it.
     error : the moderator could not judge this item at all (it raised on it); says why.
@@ -86,6 +88,7 @@ class ModerationResult:
     score: float | None = None
     flagged: bool | None = None
     category: Category | None = None
+    categories: tuple[str, ...] | None = None
     category_scores: dict[str, float] | None = None
     parse_error: bool = False
     error: str | None = None
@@ -117,6 +120,8 @@ class ModerationResult:
         kw = {k: v for k, v in d.items() if k in names}
         if kw.get("category") is not None:
             kw["category"] = Category.parse(kw["category"])
+        if kw.get("categories") is not None:
+            kw["categories"] = tuple(kw["categories"])
         return cls(**kw)
 
 

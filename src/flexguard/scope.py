@@ -13,8 +13,9 @@ deliberately conservative, because a false "out of scope" sends benign English t
   probability ≥ ``MIN_PROBABILITY`` among common Latin-script languages;
 * shorter text, text without letters (code, numbers) and anything uncertain stay in scope.
 
-On FlexBench-R valid this marks 7 of 993 items out of scope, all of them written in another
-language (``benchmarks/bench_scope.py``).
+On FlexBench-R valid this reports 10 of 993 items out of scope, each written wholly or partly
+in another language; 12 of 12 translations of one harmful request are caught
+(``benchmarks/bench_scope.py``).
 """
 
 from __future__ import annotations

@@ -44,10 +44,12 @@ class PromptTemplate:
         return sha256_text(self.source_text)
 
     @classmethod
-    def load(cls, name_or_path: str | Path = DEFAULT_TEMPLATE) -> "PromptTemplate":
-        """A shipped template by name (``flexguard-v1``) or a user YAML file."""
+    def load(cls, name_or_path: "str | Path | PromptTemplate" = DEFAULT_TEMPLATE) -> "PromptTemplate":
+        """A shipped template by name (``flexguard-v1``) or a user YAML file (a loaded one as it is)."""
         import yaml
 
+        if isinstance(name_or_path, PromptTemplate):
+            return name_or_path
         path = Path(name_or_path)
         if path.suffix in (".yaml", ".yml") and path.exists():
             text = path.read_text(encoding="utf-8")
@@ -104,30 +106,50 @@ def completion_text(category: str, score: int, rationale: str = "") -> str:
 
 @dataclass(frozen=True)
 class ParsedOutput:
-    score: int | None
+    """A FlexGuard answer, read: ``score`` (0–100) and ``categories`` (primary first), or why not.
+
+    ``truncated`` means the answer stopped inside its ``<think>`` block (a token budget too
+    small for the reasoning), which is told apart from an answer in the wrong format.
+    """
+
+    score: float | None
     category: Category | None
     reasoning: str | None
     parse_error: bool
     error: str | None = None
+    categories: tuple[Category, ...] = ()
+    truncated: bool = False
 
 
-_PAIR = re.compile(r"^[ \t]*(?P<cat>[A-Za-z_]{2,12})[ \t]*\r?\n\s*?^[ \t]*(?P<score>\S+)[ \t]*$", re.M)
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>")
+_CODES = "|".join(c.value for c in Category)
+#: A category line: one or more codes (any case), optionally after "Category:", separated by , / ; | & +
+_CATEGORY_LINE = re.compile(rf"^(?:\**\s*categor(?:y|ies)\s*\**\s*[:=\-]\s*)?((?:{_CODES})(?:\s*[,/;|&+]\s*(?:{_CODES}))*)"
+                            rf"\s*\.?\s*(?:[,;]?\s*(?:risk[\s_-]*)?score\s*[:=\-]\s*(?P<score>\S+))?$", re.I)
+#: A score line: a number, optionally after "Score:"/"Risk score:", optionally "/100" or "%"
+_SCORE_LINE = re.compile(r"^(?:\**\s*(?:risk[\s_-]*)?score\s*\**\s*[:=\-]\s*)?(?P<score>\S+?)\s*(?:/\s*100|%)?\s*\.?$", re.I)
+_NUMBER = re.compile(r"^\d{1,3}(?:\.\d+)?$")
+_WORDS_LINE = re.compile(r"^(?:categor(?:y|ies)\s*[:=\-]\s*)?([A-Za-z_]{2,12})(?:\s*[,/;|&+]\s*[A-Za-z_]{2,12})*$", re.I)
 
 
 def parse_output(text: str) -> ParsedOutput:
-    """Parse a FlexGuard answer ``<think>…</think>\\nCATEGORY\\nSCORE``; never guesses.
+    """Parse a FlexGuard answer ``<think>…</think>\\nCATEGORY[,CATEGORY…]\\nSCORE``; never guesses.
 
-    Tolerated: extra whitespace and blank lines, a missing think block, an unclosed think
-    block (the answer is then looked for inside it), and extra text before or after the
-    answer. Not tolerated (``parse_error`` with the reason in ``error``): no category line
-    followed by a score line, an unknown category, a score that is not an integer, or one
-    outside 0–100.
+    Tolerated: extra whitespace and blank lines, any case, ``Category:`` / ``Score:`` prefixes,
+    several categories on the category line (the first is the primary one), ``85/100``,
+    decimals, a missing think block, and extra text before or after the answer. Not tolerated
+    (``parse_error`` with the reason in ``error``): no category line followed by a score line,
+    an unknown category, a score that is not a number in 0–100. An answer cut off inside its
+    think block is ``truncated``, a parse error of its own kind.
 
-    >>> parse_output("<think>\\nasks for a bomb\\n</think>\\nVIO\\n92")
-    ParsedOutput(score=92, category=<Category.VIO: 'VIO'>, reasoning='asks for a bomb', parse_error=False, error=None)
+    >>> parse_output("<think>\\nasks for a bomb\\n</think>\\nVIO\\n92").score
+    92.0
+    >>> parse_output("<think>x</think>\\nCategory: VIO, ILG\\nScore: 85/100").categories
+    (<Category.VIO: 'VIO'>, <Category.ILG: 'ILG'>)
     >>> parse_output("VIO\\n192").error
     'score 192 is outside 0-100'
+    >>> parse_output("<think>\\nstep 1: the request asks for").truncated
+    True
     """
     if not isinstance(text, str):
         return ParsedOutput(None, None, None, True, "output is not text")
@@ -139,31 +161,36 @@ def parse_output(text: str) -> ParsedOutput:
         head, _, body = body.rpartition(THINK_CLOSE)
         reasoning = head.split(THINK_OPEN, 1)[-1].strip()
     elif THINK_OPEN in body:
-        body = body.split(THINK_OPEN, 1)[1]
-        reasoning = body.strip()
-    pairs = list(_PAIR.finditer(body))
-    if not pairs:
-        why = "empty answer" if not body.strip() else f"expected 'CATEGORY\\nSCORE', got {body.strip()[:60]!r}"
-        return ParsedOutput(None, None, reasoning, True, why)
-    known = [m for m in pairs if m["cat"].upper() in Category.__members__]
-    if not known:
-        return ParsedOutput(None, None, reasoning, True, f"unknown category {pairs[0]['cat']!r}")
-    m = known[0]
-    category = Category(m["cat"].upper())
-    score_text = m["score"]
-    if not re.fullmatch(r"\d{1,3}", score_text):
-        return ParsedOutput(None, category, reasoning, True, f"score {score_text!r} is not an integer")
-    score = int(score_text)
-    if score > 100:
-        return ParsedOutput(None, category, reasoning, True, f"score {score} is outside 0-100")
-    return ParsedOutput(score, category, reasoning, False)
-
-
-def parse_category(text: str) -> Category | None:
-    """The category line of an answer whose score line may be missing (``expected`` mode)."""
-    body = text.rpartition(THINK_CLOSE)[2] if THINK_CLOSE in text else text
-    for line in body.splitlines():
-        word = line.strip().upper()
-        if word:
-            return Category(word) if word in Category.__members__ else None
-    return None
+        reasoning = body.split(THINK_OPEN, 1)[1].strip()
+        return ParsedOutput(None, None, reasoning, True, "the answer stopped inside <think> (no </think>): "
+                            "raise the token budget (max_new_tokens / max_tokens)", truncated=True)
+    lines = [line.replace("*", "").replace("`", "").strip() for line in body.splitlines()]  # markdown emphasis
+    lines = [line for line in lines if line]
+    if not lines:
+        return ParsedOutput(None, None, reasoning, True, "empty answer")
+    for k, line in enumerate(lines):
+        m = _CATEGORY_LINE.match(line)
+        if not m:
+            continue
+        categories = tuple(dict.fromkeys(Category(c.upper()) for c in re.split(r"\s*[,/;|&+]\s*", m.group(1))))
+        score_text = m["score"]
+        if score_text is None:
+            nxt = lines[k + 1] if k + 1 < len(lines) else None
+            sm = _SCORE_LINE.match(nxt) if nxt is not None else None
+            if sm is None:
+                why = "no score line after the category line" if nxt is None else f"expected a score line, got {nxt[:40]!r}"
+                return ParsedOutput(None, categories[0], reasoning, True, why, categories)
+            score_text = sm["score"]
+        score_text = score_text.rstrip(".")
+        if not _NUMBER.match(score_text.split("/")[0].strip()):
+            return ParsedOutput(None, categories[0], reasoning, True, f"score {score_text!r} is not a number in 0-100",
+                                categories)
+        score = float(score_text.split("/")[0])
+        if score > 100:
+            return ParsedOutput(None, categories[0], reasoning, True, f"score {score:g} is outside 0-100", categories)
+        return ParsedOutput(score, categories[0], reasoning, False, None, categories)
+    unknown = next((m.group(1) for line in lines if (m := _WORDS_LINE.match(line))), None)
+    scores = [sm["score"] for line in lines if (sm := _SCORE_LINE.match(line))]
+    if unknown is not None and any(_NUMBER.match(x) for x in scores):
+        return ParsedOutput(None, None, reasoning, True, f"unknown category {unknown!r}")
+    return ParsedOutput(None, None, reasoning, True, f"expected 'CATEGORY\\nSCORE', got {body.strip()[:60]!r}")

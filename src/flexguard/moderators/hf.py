@@ -108,7 +108,9 @@ class HFModerator:
     tokenizer : a loaded tokenizer, when ``model`` is an object.
     mode : ``generate`` or ``expected``.
     think : ``generate`` (let the model reason) or ``empty`` (prefill an empty think block).
-    max_new_tokens, temperature : decoding; temperature 0 is greedy.
+    max_new_tokens, temperature : decoding; temperature 0 is greedy. The default budget (1024)
+        fits the rubric's step-by-step reasoning; an answer cut off inside ``<think>`` is
+        reported as ``truncated``, not as a malformed answer.
     dtype, device, revision : loading options (``dtype="auto"``: bf16 on GPU, fp32 on CPU).
     template : template name or YAML path.
     batch_size : prompts per ``generate`` call (left padding).
@@ -120,7 +122,7 @@ class HFModerator:
     supports_logprobs = True
 
     def __init__(self, model: Any, tokenizer: Any = None, *, mode: str = "generate", think: str = "generate",
-                 max_new_tokens: int = 256, temperature: float = 0.0, dtype: str = "auto", device: str | None = None,
+                 max_new_tokens: int = 1024, temperature: float = 0.0, dtype: str = "auto", device: str | None = None,
                  revision: str | None = None, template: str = DEFAULT_TEMPLATE, batch_size: int = 8,
                  min_mass: float = 1e-4, seed: int = 0):
         check_modes(mode, think)
@@ -191,8 +193,8 @@ class HFModerator:
             return cond.error_result(item.id)
         base = prompt[:-len(EMPTY_THINK)] if empty else prompt
         prefix_ids = self.tokenizer(base + cond.prefix, add_special_tokens=False)["input_ids"]
-        category = cond.category.value
-        if category not in self._candidates:
-            self._candidates[category] = score_candidates(self.tokenizer, category)
-        _, _, p = expected_score(self.model, prefix_ids, self._candidates[category])
+        line = ",".join(c.value for c in cond.parsed.categories)  # the category line the score follows
+        if line not in self._candidates:
+            self._candidates[line] = score_candidates(self.tokenizer, line)
+        _, _, p = expected_score(self.model, prefix_ids, self._candidates[line])
         return cond.result(item.id, p, min_mass=self.min_mass)

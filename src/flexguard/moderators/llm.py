@@ -17,14 +17,19 @@ import numpy as np
 
 from ..rubric import Category
 from ..schema import ModerationResult
-from ..template import ParsedOutput, answer_prefix, parse_category, parse_output
+from ..template import ParsedOutput, answer_prefix, parse_output
+
+
+def _categories(parsed: ParsedOutput) -> tuple[str, ...] | None:
+    return tuple(c.value for c in parsed.categories) or None
 
 
 def generated_result(item_id: str, answer: str, *, latency_ms: float | None = None) -> ModerationResult:
-    """``generate`` mode: the score and category the answer states, or a parse error."""
+    """``generate`` mode: the score and categories the answer states, or a parse error (``truncated``
+    when the answer stopped inside its reasoning)."""
     parsed = parse_output(answer)
-    return ModerationResult(id=item_id, score=None if parsed.score is None else float(parsed.score),
-                            category=parsed.category, parse_error=parsed.parse_error, raw=answer, latency_ms=latency_ms,
+    return ModerationResult(id=item_id, score=parsed.score, category=parsed.category, categories=_categories(parsed),
+                            parse_error=parsed.parse_error, raw=answer, latency_ms=latency_ms, truncated=parsed.truncated,
                             extras={"error": parsed.error} if parsed.error else {})
 
 
@@ -42,15 +47,17 @@ class ScoreCondition:
     @classmethod
     def of(cls, answer: str, *, empty_think: bool) -> "ScoreCondition":
         parsed = parse_output(answer)
-        category = parsed.category or parse_category(answer)
+        category = parsed.category
         if category is None:
             return cls(answer, parsed, None, None, f"no category to condition the score on ({parsed.error})")
-        return cls(answer, parsed, category, answer_prefix(category.value, None if empty_think else parsed.reasoning), None)
+        # the trained format names the categories on one line: condition on exactly that line
+        line = ",".join(c.value for c in parsed.categories)
+        return cls(answer, parsed, category, answer_prefix(line, None if empty_think else parsed.reasoning), None)
 
     def error_result(self, item_id: str, *, latency_ms: float | None = None) -> ModerationResult:
         """The parse error of an answer with no category line."""
         return ModerationResult(id=item_id, parse_error=True, raw=self.answer, latency_ms=latency_ms,
-                                extras={"error": self.error})
+                                truncated=self.parsed.truncated, extras={"error": self.error})
 
     def result(self, item_id: str, distribution: Sequence[float], *, min_mass: float,
                latency_ms: float | None = None) -> ModerationResult:
@@ -63,10 +70,11 @@ class ScoreCondition:
         p = np.asarray(distribution, float)
         mass = float(p.sum())
         extras: dict[str, Any] = {"valid_mass": round(mass, 6), "generated_score": self.parsed.score}
+        categories = _categories(self.parsed)
         if not mass >= min_mass:
-            return ModerationResult(id=item_id, category=self.category, parse_error=True, raw=self.answer,
-                                    latency_ms=latency_ms,
+            return ModerationResult(id=item_id, category=self.category, categories=categories, parse_error=True,
+                                    raw=self.answer, latency_ms=latency_ms,
                                     extras={**extras, "error": f"valid-score mass {mass:.2g} < {min_mass:g}"})
         e = float((np.arange(len(p)) * p).sum() / mass)
-        return ModerationResult(id=item_id, score=round(e, 4), category=self.category, raw=self.answer,
-                                latency_ms=latency_ms, extras=extras)
+        return ModerationResult(id=item_id, score=round(e, 4), category=self.category, categories=categories,
+                                raw=self.answer, latency_ms=latency_ms, extras=extras)

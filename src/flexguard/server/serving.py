@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..conversation import conversation_item
-from ..crosswalk import OPENAI_CATEGORIES, TO_OPENAI, openai_category_scores
+from ..crosswalk import OPENAI_CATEGORIES, openai_category_scores, openai_flags
 from ..data import InvalidItemsError, check_items, clean_item
 from ..errors import DataError, FlexGuardError
 from ..moderators import Moderator
@@ -140,10 +140,10 @@ class ModerationService:
         out = []
         for it, res in zip(items, results):
             rec = result_record(it, res, self.policy, strictness=req.strictness, threshold=req.threshold)
-            hit = set(TO_OPENAI[res.category]) if (rec["flagged"] and res.category is not None) else set()
+            named = res.categories or res.category
             out.append(ModerationResultOut(
-                flagged=rec["flagged"], categories={c: c in hit for c in OPENAI_CATEGORIES},
-                category_scores=openai_category_scores(res.score, res.category_scores, res.category),
+                flagged=rec["flagged"], categories=openai_flags(rec["flagged"], named),
+                category_scores=openai_category_scores(res.score, res.category_scores, named),
                 category_applied_input_types={c: ["text"] for c in OPENAI_CATEGORIES},
                 risk_score=rec["risk_score"], severity_tier=rec["tier"], category=rec["category"],
                 decisions=rec["decisions"], margins=rec["margins"], thresholds=rec["thresholds"],

@@ -1,4 +1,5 @@
-"""Shared pieces of the TRL stages: loading, datasets, device defaults, curves, model cards."""
+"""Shared pieces of the TRL stages: loading, datasets, device defaults, periodic FlexBench
+evaluation, main-process guards, curves, model cards."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...schema import Item, hardware
+from ...errors import ConfigError
+from ...schema import MODES, Item, hardware
 from ...template import PromptTemplate
 from .config import SFTRunConfig
 from .distill import TrainingRecord
@@ -37,14 +39,121 @@ def device_defaults() -> dict[str, Any]:
 
 
 def prompt_rows(records: Sequence[TrainingRecord], tokenizer: Any, template: PromptTemplate) -> list[dict[str, Any]]:
-    """String prompt-completion rows: the prompt rendered with the chat template, the answer
-    in the model card's format followed by the end-of-turn token."""
+    """String prompt-completion rows: the prompt rendered with the chat template (the prompt or
+    the response template, by the record's mode), the answer in the model card's format followed
+    by the end-of-turn token."""
     rows = []
     for r in records:
-        prompt = template.render(Item(id=r.id, prompt=r.prompt, response=r.response), tokenizer)
+        item = Item(id=r.id, prompt=r.prompt, response=r.response)
+        prompt = template.render(item, tokenizer)
         rows.append({"prompt": prompt, "completion": r.completion + tokenizer.eos_token, "risk_score": r.risk_score,
-                     "category": r.category, "severity": r.severity})
+                     "category": r.category, "severity": r.severity, "mode": item.mode})
     return rows
+
+
+def training_rows(cfg: SFTRunConfig, tokenizer: Any, template: PromptTemplate
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows of every data file, and the ``eval_fraction`` held out of them (per mode, seeded)."""
+    import random
+
+    from .distill import load_records
+
+    rows = prompt_rows([r for path in cfg.data_files for r in load_records(path)], tokenizer, template)
+    if not cfg.eval_fraction:
+        return rows, []
+    rng = random.Random(cfg.seed)
+    train, held = [], []
+    for mode in MODES:
+        part = [r for r in rows if r["mode"] == mode]
+        rng.shuffle(part)
+        k = round(len(part) * cfg.eval_fraction)
+        held += part[:k]
+        train += part[k:]
+    return train, held
+
+
+def checkpoint_to_resume(cfg: SFTRunConfig) -> str | None:
+    """The last ``checkpoint-N`` folder in ``output_dir`` when ``cfg.resume``; a clear error if there is none."""
+    if not cfg.resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.output_dir)
+    last = get_last_checkpoint(str(out)) if out.is_dir() else None
+    if last is None:
+        raise ConfigError(f"--resume: no checkpoint-* folder in {out} to resume from (checkpoints are written every "
+                          "trl.save_steps steps with trl.save_strategy: steps)")
+    return last
+
+
+def flexbench_sample(folder: str, n_per_mode: int, seed: int) -> list[Item]:
+    """Up to ``n_per_mode`` FlexBench valid items of each mode, drawn with ``seed``."""
+    import random
+
+    from ...data import load_flexbench
+
+    rng = random.Random(seed)
+    out: list[Item] = []
+    for mode in MODES:
+        items = load_flexbench(folder, subset=mode, split="valid").items
+        out += rng.sample(items, min(n_per_mode, len(items)))
+    return out
+
+
+def flexbench_metrics(model: Any, tokenizer: Any, template: PromptTemplate, items: Sequence[Item], *,
+                      max_new_tokens: int) -> dict[str, float]:
+    """Generate answers for ``items`` with the model being trained and score them as ``flexguard bench`` does.
+
+    Returns ``flexbench/{mode}_worst_f1``, ``…_avg_f1``, ``…_f1_{regime}`` and ``flexbench/parse_error_rate``
+    (unparsable answers are counted as flagged, as the default policy does). The model's
+    training mode and the tokenizer's padding side are restored afterwards.
+    """
+    from ...metrics import evaluate
+    from ...moderators.hf import HFModerator
+    from ...rubric import tier_ranks
+
+    was_training, side = model.training, tokenizer.padding_side
+    try:
+        results = HFModerator(model, tokenizer, mode="generate", template=template, max_new_tokens=max_new_tokens,
+                              batch_size=8).score(list(items))
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+    out: dict[str, float] = {"flexbench/parse_error_rate": sum(r.parse_error for r in results) / max(len(results), 1)}
+    for mode in MODES:
+        idx = [k for k, it in enumerate(items) if it.mode == mode]
+        if not idx:
+            continue
+        ev = evaluate([results[k].score for k in idx], tier_ranks(items[k].tier for k in idx), n_boot=0)
+        out[f"flexbench/{mode}_worst_f1"] = ev.worst_f1
+        out[f"flexbench/{mode}_avg_f1"] = ev.avg_f1
+        out.update({f"flexbench/{mode}_f1_{r}": m.f1 for r, m in ev.regimes.items()})
+    return out
+
+
+def flexbench_callback(cfg: SFTRunConfig, tokenizer: Any, template: PromptTemplate):
+    """A TrainerCallback that logs :func:`flexbench_metrics` every ``cfg.eval_every`` steps and at
+    the end, on the main process only (the others wait at their next collective)."""
+    from transformers import TrainerCallback
+
+    items = flexbench_sample(cfg.eval_flexbench, cfg.eval_items, cfg.seed) if cfg.eval_flexbench else []
+
+    class FlexBenchEval(TrainerCallback):
+        def _run(self, args, state, model) -> None:
+            if not items or not state.is_world_process_zero:
+                return
+            metrics = flexbench_metrics(model, tokenizer, template, items, max_new_tokens=cfg.eval_max_new_tokens)
+            state.log_history.append({**{k: round(v, 4) for k, v in metrics.items()}, "step": state.global_step})
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % cfg.eval_every == 0:
+                self._run(args, state, model)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % cfg.eval_every:
+                self._run(args, state, model)
+
+    return FlexBenchEval()
 
 
 def lora_config(cfg: SFTRunConfig):

@@ -3,9 +3,10 @@
 A YAML file looks like::
 
     model: Qwen/Qwen3-8B
-    data: distilled.jsonl
+    data: [runs/distill/prompt.jsonl, runs/distill/response.jsonl]   # both modes
     output_dir: out/sft
     lora: true
+    eval_flexbench: ../shared/data/flexbench_r                         # worst-case F1 logged while training
     trl:                      # any trl.SFTConfig / trl.GRPOConfig field
       learning_rate: 1.0e-4
       num_train_epochs: 2
@@ -40,22 +41,46 @@ class SFTRunConfig(LoraOptions):
     """SFT warm-up: learn the output format and the teacher's scores."""
 
     model: str = field(default="", metadata={"help": "base model: Hub id or local folder"})
-    data: str = field(default="", metadata={"help": "JSONL written by 'flexguard distill'"})
+    data: str | list[str] = field(default="", metadata={
+        "help": "JSONL written by 'flexguard distill', or a list of them: give the prompt and the response files, "
+                "so both moderation modes are trained (each row's template follows its mode)"})
     output_dir: str = field(default="", metadata={"help": "where the model (or adapter) is saved"})
     template: str = field(default=DEFAULT_TEMPLATE, metadata={"help": "prompt template name or YAML"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16"})
     seed: int = 0
+    eval_fraction: float = field(default=0.0, metadata={
+        "help": "share of the training rows held out (stratified by mode) for TRL's evaluation loss; 0: none"})
+    eval_flexbench: str | None = field(default=None, metadata={
+        "help": "FlexBench folder: every 'eval_every' steps, generate answers for a sample of its valid split "
+                "(both modes) and log worst-case F1, per-regime F1 and the parse-error rate"})
+    eval_items: int = field(default=64, metadata={"help": "FlexBench items per mode in each periodic evaluation"})
+    eval_every: int = field(default=100, metadata={"help": "optimiser steps between periodic FlexBench evaluations"})
+    eval_max_new_tokens: int = field(default=1024, metadata={"help": "token budget of the periodic evaluation"})
+    resume: bool = field(default=False, metadata={
+        "help": "continue from the last checkpoint in output_dir (checkpoints follow trl.save_strategy)"})
     trl: dict[str, Any] = field(default_factory=dict, metadata={"help": "extra trl.SFTConfig fields"})
 
     def __post_init__(self) -> None:
         for name in ("model", "data", "output_dir"):
             if not getattr(self, name):
                 raise ConfigError(f"training config needs '{name}'")
+        if not 0.0 <= self.eval_fraction < 0.5:
+            raise ConfigError(f"eval_fraction must be in [0, 0.5), got {self.eval_fraction}")
+        if self.eval_every < 1 or self.eval_items < 1:
+            raise ConfigError(f"eval_every and eval_items must be >= 1, got {self.eval_every}, {self.eval_items}")
+
+    @property
+    def data_files(self) -> list[str]:
+        return [self.data] if isinstance(self.data, str) else list(self.data)
 
 
 @dataclass
 class GRPORunConfig(SFTRunConfig):
-    """GRPO risk alignment on top of an SFT model."""
+    """GRPO risk alignment on top of an SFT model.
+
+    With a LoRA adapter, use a LoRA learning rate (1e-5 – 5e-5 in ``trl.learning_rate``): the
+    1e-6 of full fine-tunes barely moves an adapter (TRL's default is 1e-6).
+    """
 
     reward_weights: dict[str, float] = field(default_factory=lambda: {"score": 1.0, "format": 0.2, "category": 0.3},
                                              metadata={"help": "weight per reward: format, score, category"})
