@@ -161,14 +161,23 @@ def _stdin_rows() -> list[dict]:
     return list(parse_jsonl(sys.stdin.buffer, origin="standard input"))
 
 
+WHY = {"parse_error": "the model's answer could not be parsed", "error": "the model failed on this item",
+       "out_of_scope": "a language the model was not trained on", "truncated": "text the model did not read to the end"}
+
+
 def _print_human(rec: dict[str, Any]) -> None:
     if rec["risk_score"] is None:
-        print("risk score  –  (no score" + (": output could not be parsed" if rec["parse_error"] else "") + ")")
+        print("risk score  –  (no score: " + (rec["error"] or WHY.get(rec["reason"], "none given")) + ")")
     else:
         print(f"risk score  {rec['risk_score']:.1f}  ({rec['tier']})   category {rec['category']}")
     print("decisions   " + "  ".join(f"{r}: {'UNSAFE' if v else 'safe'}" for r, v in rec["decisions"].items()))
-    rule = "label-only model" if rec["threshold"] is None else f"score > {rec['threshold']:g}"
-    print(f"flagged     {'yes' if rec['flagged'] else 'no'}  ({rule})")
+    if rec["reason"] in WHY:
+        rule = f"{WHY[rec['reason']]}: the policy says {rec['decision']}"
+    else:
+        rule = "label-only model" if rec["threshold"] is None else f"score > {rec['threshold']:g}"
+    print(f"flagged     {'yes' if rec['flagged'] else 'no'}  ({rule})" + ("  → human review" if rec["review"] else ""))
+    if rec["language"] and not rec["in_scope"]:
+        print(f"language    {rec['language']} (the model judges English; the score may not mean much)")
     if rec.get("category_scores"):
         top = sorted(rec["category_scores"].items(), key=lambda kv: -kv[1])[:3]
         print("top categories  " + ", ".join(f"{k} {v:.2f}" for k, v in top))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -217,3 +218,41 @@ Limitations: scores reflect the training data's rubric annotations; check calibr
 (`flexguard bench`, `flexguard calibrate`) before relying on a threshold.
 """
     (out / "README.md").write_text(text)
+
+
+@dataclass
+class StageInputs:
+    """What both TRL stages start from: template, checkpoint to resume, model, tokenizer, rows."""
+
+    template: PromptTemplate
+    resume: str | None
+    model: Any
+    tokenizer: Any
+    rows: list[dict[str, Any]]
+    held: list[dict[str, Any]]
+
+
+def prepare(cfg: SFTRunConfig) -> StageInputs:
+    """Load everything a stage trains on; errors about the config (e.g. ``--resume`` without a
+    checkpoint) come before the model is loaded."""
+    template = PromptTemplate.load(cfg.template)
+    resume = checkpoint_to_resume(cfg)
+    model, tok = load_model_and_tokenizer(cfg.model, cfg.dtype)
+    rows, held = training_rows(cfg, tok, template)
+    return StageInputs(template, resume, model, tok, rows, held)
+
+
+def save_outputs(trainer: Any, cfg: SFTRunConfig, inputs: StageInputs, *, stage: str, metrics: dict[str, Any],
+                 curves: Sequence[str], title: str) -> Path:
+    """Save the model (every process calls it; it writes on the main one), then, on the main
+    process only, the tokenizer, ``train_metrics.json``, the curves and the model card."""
+    out = Path(cfg.output_dir)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        inputs.tokenizer.save_pretrained(str(out))
+        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        plot_curves(trainer.state.log_history, curves, out / "training_curves.png", title)
+        write_model_card(out, stage=stage + ("-lora-adapter" if cfg.lora else ""), base=cfg.model, cfg=cfg,
+                         template=inputs.template, metrics=metrics)
+    trainer.accelerator.wait_for_everyone()
+    return out

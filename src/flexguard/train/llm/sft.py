@@ -8,7 +8,6 @@ the main one writes the tokenizer, curves and model card.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,47 +40,27 @@ def main(cfg: SFTRunConfig) -> TrainOutcome:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ...template import PromptTemplate
-    from .common import (
-        checkpoint_to_resume,
-        device_defaults,
-        flexbench_callback,
-        load_model_and_tokenizer,
-        lora_config,
-        plot_curves,
-        training_rows,
-        write_model_card,
-    )
+    from .common import device_defaults, flexbench_callback, lora_config, prepare, save_outputs
 
-    template = PromptTemplate.load(cfg.template)
-    resume = checkpoint_to_resume(cfg)
-    model, tok = load_model_and_tokenizer(cfg.model, cfg.dtype)
-    rows, held = training_rows(cfg, tok, template)
-    evals = {"eval_strategy": "steps", "eval_steps": cfg.eval_every} if held else {}
+    inputs = prepare(cfg)
+    evals = {"eval_strategy": "steps", "eval_steps": cfg.eval_every} if inputs.held else {}
     args = SFTConfig(**{"output_dir": cfg.output_dir, "seed": cfg.seed, "report_to": "none", "save_strategy": "no",
                         "logging_steps": 5, "completion_only_loss": True, "max_length": 4096, **evals,
                         **device_defaults(), **cfg.trl})
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         eval_dataset=Dataset.from_list(held) if held else None, processing_class=tok,
-                         peft_config=lora_config(cfg), callbacks=[flexbench_callback(cfg, tok, template)])
+    trainer = SFTTrainer(model=inputs.model, args=args, train_dataset=Dataset.from_list(inputs.rows),
+                         eval_dataset=Dataset.from_list(inputs.held) if inputs.held else None,
+                         processing_class=inputs.tokenizer, peft_config=lora_config(cfg),
+                         callbacks=[flexbench_callback(cfg, inputs.tokenizer, inputs.template)])
     t0 = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=inputs.resume)
     seconds = time.perf_counter() - t0
-    out = Path(cfg.output_dir)
-    trainer.save_model(str(out))  # every process calls it; it writes on the main one
     hist = trainer.state.log_history
     losses = [h["loss"] for h in hist if "loss" in h]
-    modes = {m: sum(r["mode"] == m for r in rows) for m in ("prompt", "response")}
+    modes = {m: sum(r["mode"] == m for r in inputs.rows) for m in ("prompt", "response")}
     metrics = {"train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
-               "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step, "examples": len(rows),
-               "examples_per_mode": modes, "held_out": len(held), "seconds": round(seconds, 1),
-               "tokens_per_s": tokens_per_second(hist, seconds), "adapter": cfg.lora, "resumed_from": resume,
-               "flexbench": last_flexbench(hist), "world_size": trainer.args.world_size}
-    if trainer.is_world_process_zero():
-        tok.save_pretrained(str(out))
-        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-        plot_curves(hist, ["loss", "eval_loss"], out / "training_curves.png", "SFT loss")
-        write_model_card(out, stage="sft" + ("-lora-adapter" if cfg.lora else ""), base=cfg.model, cfg=cfg,
-                         template=template, metrics=metrics)
-    trainer.accelerator.wait_for_everyone()
+               "last_loss": losses[-1] if losses else None, "steps": trainer.state.global_step,
+               "examples": len(inputs.rows), "examples_per_mode": modes, "held_out": len(inputs.held),
+               "seconds": round(seconds, 1), "tokens_per_s": tokens_per_second(hist, seconds), "adapter": cfg.lora,
+               "resumed_from": inputs.resume, "flexbench": last_flexbench(hist), "world_size": trainer.args.world_size}
+    out = save_outputs(trainer, cfg, inputs, stage="sft", metrics=metrics, curves=["loss", "eval_loss"], title="SFT loss")
     return TrainOutcome(output_dir=out, log_history=hist, metrics=metrics)
