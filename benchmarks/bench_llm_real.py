@@ -92,7 +92,7 @@ def slices(work: Path, args) -> tuple[Path, Path]:
         path = train / f"Guard_{subset}_train.csv"
         if not path.exists():
             src = pd.read_csv(DATA / "distill" / f"Guard_{subset}_train.csv")
-            length = src["prompt"].fillna("").str.len() + src["response"].fillna("").str.len()
+            length = sum(src[c].astype("string").fillna("").str.len() for c in ("prompt", "response"))
             stratified(src[length <= MAX_TRAIN_CHARS], n, args.seed).to_csv(path, index=False)
         path = evals / f"Guard_{subset}_valid.csv"
         if not path.exists():

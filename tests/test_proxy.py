@@ -276,3 +276,15 @@ def test_stream_moderator_api_async():
 
     first, second = asyncio.run(run())
     assert first.release == "A calm day. " and not first.flagged and second.flagged and second.release == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--upstream", "localhost:8000"], "--upstream must be an http(s) URL"),
+    (["--upstream", "http://x/v1", "--strictness", "lax"], "unknown strictness 'lax'"),
+    (["--upstream", "http://x/v1", "--check-min-chars", "0"], "--check-min-chars must be >= 1"),
+])
+def test_proxy_command_bad_input(argv, message, capsys):
+    from flexguard.cli import main
+
+    assert main(["proxy", *argv]) == 2
+    assert message in capsys.readouterr().err

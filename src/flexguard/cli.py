@@ -339,7 +339,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
         policy.default_regime = args.strictness
     if not args.upstream.startswith(("http://", "https://")):
         raise ConfigError(f"--upstream must be an http(s) URL ending in /v1, got {args.upstream!r}")
-    run_proxy(_moderator(args), args.upstream, policy, host=args.host, port=args.port, api_keys_file=args.api_keys_file)
+    if args.check_min_chars < 1 or args.check_every_chars < args.check_min_chars:
+        raise ConfigError("--check-min-chars must be >= 1 and --check-every-chars at least as large, got "
+                          f"{args.check_min_chars} and {args.check_every_chars}")
+    run_proxy(_moderator(args), args.upstream, policy, host=args.host, port=args.port, api_keys_file=args.api_keys_file,
+              min_chars=args.check_min_chars, check_chars=args.check_every_chars)
     return 0
 
 
@@ -488,6 +492,11 @@ def make_parser() -> argparse.ArgumentParser:
     px.add_argument("--host", default="127.0.0.1")
     px.add_argument("--port", type=int, default=8080)
     px.add_argument("--api-keys-file", help="keys clients must send (or set FLEXGUARD_API_KEYS)")
+    px.add_argument("--check-min-chars", type=int, default=80,
+                    help="streamed answers: check after a sentence end once this many new characters came in "
+                         "(lower: an earlier first token, more checks)")
+    px.add_argument("--check-every-chars", type=int, default=400,
+                    help="streamed answers: check after this many new characters even without a sentence end")
     _add_policy_args(px)
     px.set_defaults(func=cmd_proxy)
 

@@ -245,7 +245,8 @@ async def _one_chunk(chunk: dict[str, Any]) -> AsyncIterator[bytes]:
 
 
 def run_proxy(moderator: Moderator, upstream: str, policy: Policy | None = None, *, host: str = "127.0.0.1",
-              port: int = 8080, api_keys_file: str | None = None, upstream_key: str | None = None) -> None:
+              port: int = 8080, api_keys_file: str | None = None, upstream_key: str | None = None,
+              min_chars: int = 80, check_chars: int = 400) -> None:
     """Run uvicorn around the proxy (``flexguard proxy``)."""
     import os
 
@@ -255,5 +256,6 @@ def run_proxy(moderator: Moderator, upstream: str, policy: Policy | None = None,
     if host not in ("127.0.0.1", "localhost", "::1") and not keys:
         log.warning("proxying on %s without API keys: anyone who can reach it can use the upstream model", host)
     key = upstream_key or os.environ.get("FLEXGUARD_UPSTREAM_API_KEY")
-    app = create_proxy_app(moderator, upstream, policy, api_keys=keys, upstream_key=key)
+    app = create_proxy_app(moderator, upstream, policy, api_keys=keys, upstream_key=key, min_chars=min_chars,
+                           check_chars=check_chars)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=True)
