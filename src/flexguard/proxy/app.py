@@ -128,9 +128,11 @@ def create_proxy_app(moderator: Moderator, upstream: str | Upstream, policy: Pol
         if not stream:
             return await complete(body, messages, model, records, auth_header, strictness, threshold)
         resp = await up.open_stream("/chat/completions", body, auth_header)
-        if resp.status_code != 200:
-            content = _json(resp, await resp.aread())
-            await resp.aclose()
+        if resp.status_code != 200:  # the upstream's own error, passed on as it is
+            try:
+                content = _json(resp, await resp.aread())
+            finally:
+                await resp.aclose()
             m_requests.labels(str(resp.status_code)).inc()
             return JSONResponse(status_code=resp.status_code, content=content)
         m_requests.labels("200").inc()
