@@ -213,3 +213,24 @@ def test_calibrate_per_category_says_why_it_cannot(tmp_path, flexbench_dir, pred
     assert main(["calibrate", "--predictions", str(preds), "--data", str(flexbench_dir), "--per-category",
                  "--out", str(tmp_path / "p.yaml")]) == 0
     assert "no per-category thresholds: no category has 30 or more items" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, missing, extra", [("serve", "fastapi", "serve"), ("merge", "peft", "train"),
+                                                     ("bench", "torch", "llm")])
+def test_a_missing_extra_is_named(command, missing, extra, monkeypatch, capsys):
+    import flexguard.cli as cli
+
+    def needs_it(args):
+        raise ModuleNotFoundError(f"No module named '{missing}'", name=missing)
+
+    monkeypatch.setattr(cli, f"cmd_{command}", needs_it)
+    argv = {"serve": ["serve"], "merge": ["merge", "--base", "a", "--adapter", "b", "--out", "c"],
+            "bench": ["bench", "--out", "o"]}[command]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"pip install 'flexguard[{extra}]'" in err and "Traceback" not in err
+
+
+def test_training_config_that_is_not_a_file(tmp_path, capsys):
+    assert main(["train", "sft", "--config", str(tmp_path)]) == 2
+    assert "not a YAML file" in capsys.readouterr().err

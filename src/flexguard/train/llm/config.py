@@ -103,8 +103,14 @@ def load_run_config(cls: type[T], path: str | Path | None = None, **overrides: A
             data = yaml.safe_load(Path(path).read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except (IsADirectoryError, UnicodeDecodeError):
+            raise ConfigError(f"{path}: not a YAML file") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read it ({e.strerror})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: malformed YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a training config is a YAML mapping, got {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     if unknown := set(data) - names:
