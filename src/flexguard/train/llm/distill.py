@@ -99,18 +99,6 @@ class TrainingRecord:
         return completion_text(self.category, self.risk_score, self.rationale)
 
 
-def training_records(items: Sequence[Item], results: Sequence[ModerationResult]) -> list[TrainingRecord]:
-    """Records for SFT/GRPO from distillation results; unparsable items are left out."""
-    out = []
-    for it, r in zip(items, results):
-        if r.parse_error or r.score is None or r.category is None:
-            continue
-        rationale = r.extras.get("rationale") or it.rationale or ""
-        out.append(TrainingRecord(id=it.id, prompt=it.prompt, response=it.response, category=r.category.value,
-                                  risk_score=int(round(r.score)), severity=score_to_tier(r.score).value, rationale=rationale))
-    return out
-
-
 def load_records(path: str | Path) -> list[TrainingRecord]:
     """Read a distillation output (``flexguard distill --out``) back as training records."""
     from ...data import read_jsonl
