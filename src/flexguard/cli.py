@@ -48,7 +48,7 @@ def _moderator(args: argparse.Namespace):
     return get_moderator(args.model, **options)  # options the backend does not take are a ConfigError there
 
 
-def add_config_flags(p: argparse.ArgumentParser, *classes: type, exclude: Sequence[str] = ()) -> None:
+def add_config_flags(p: argparse.ArgumentParser, *classes: type) -> None:
     """One ``--flag`` per field of the config dataclasses, with the field's help text.
 
     Defaults stay in the dataclasses: every flag defaults to None (not given), and
@@ -61,8 +61,7 @@ def add_config_flags(p: argparse.ArgumentParser, *classes: type, exclude: Sequen
     fields: dict[str, list[tuple[type, Any]]] = {}
     for cls in classes:
         for f in dataclasses.fields(cls):
-            if f.name not in exclude:
-                fields.setdefault(f.name, []).append((cls, f))
+            fields.setdefault(f.name, []).append((cls, f))
     for name, owners in fields.items():
         cls0, f = owners[0]
         typ = typing.get_type_hints(cls0)[name]
@@ -74,9 +73,10 @@ def add_config_flags(p: argparse.ArgumentParser, *classes: type, exclude: Sequen
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=base, default=None,
                        choices=f.metadata.get("choices"),
                        help=f"{f.metadata.get('help', name.replace('_', ' '))} (default {shown}){where}")
+    p.set_defaults(_config_flags=tuple(fields))
 
 
-def config_from_args(cls: type, args: argparse.Namespace, *, flag_owner: str, **fixed: Any):
+def config_from_args(cls: type, args: argparse.Namespace, *, flag_owner: str):
     """Build ``cls`` from the flags given (not None); a given flag ``cls`` does not take is a ConfigError."""
     import dataclasses
 
@@ -85,7 +85,7 @@ def config_from_args(cls: type, args: argparse.Namespace, *, flag_owner: str, **
     if wrong := sorted(set(given) - names):
         flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
         raise ConfigError(f"{flags} do(es) not apply to {flag_owner}")
-    return cls(**{**given, **fixed})
+    return cls(**given)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -139,19 +139,15 @@ def cmd_score(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to score: give a TEXT argument, '-' to read it from standard input, or --in FILE")
     moderator = _moderator(args)
 
-    def record(item, res) -> dict[str, Any]:
-        return result_record(item, res, policy, strictness=args.strictness, threshold=args.threshold)
-
-    settings = {"policy": policy.to_dict(), "strictness": args.strictness, "threshold": args.threshold}
     run = score_items(moderator, items, out=args.out, batch_size=args.batch_size, progress=bool(args.out) and not args.quiet,
-                      resume=not args.no_resume, record=record, settings=settings)
+                      resume=not args.no_resume, policy=policy, strictness=args.strictness, threshold=args.threshold)
     if args.out:
         n_err = sum(r.parse_error or r.error is not None for r in run.results)
         print(f"scored {len(items)} items ({run.resumed} resumed) -> {args.out}"
               + (f"; {n_err} could not be judged (parse or model errors)" if n_err else ""), file=sys.stderr)
         return 0
     for item, res in zip(items, run.results):
-        rec = record(item, res)
+        rec = result_record(item, res, policy, strictness=args.strictness, threshold=args.threshold)
         if args.json:
             print(json.dumps({k: v for k, v in rec.items() if k != "raw"}, ensure_ascii=False))
         else:
@@ -432,7 +428,6 @@ def make_parser() -> argparse.ArgumentParser:
     from .train.embedded.config import CrossEncoderConfig, FrozenConfig  # light: no sklearn or torch until training
 
     add_config_flags(te, FrozenConfig, CrossEncoderConfig)
-    te.set_defaults(_config_flags=tuple(f for c in (FrozenConfig, CrossEncoderConfig) for f in c.__dataclass_fields__))
     te.add_argument("-q", "--quiet", action="store_true")
     te.set_defaults(func=cmd_train_encoder)
 

@@ -18,15 +18,21 @@ from .errors import DataError
 from .schema import Item, ModerationResult
 
 
+def _turns(conversation_id: str, messages: Sequence[tuple[str, str]]) -> list[tuple[int, str, str]]:
+    """``(index, role, text)`` of the user and assistant messages; :class:`DataError` without a user turn."""
+    turns = [(k, role, text) for k, (role, text) in enumerate(messages) if role in ("user", "assistant")]
+    if not any(role == "user" for _, role, _ in turns):
+        raise DataError(f"conversation {conversation_id!r}: messages need a user turn")
+    return turns
+
+
 def conversation_item(conversation_id: str, messages: Sequence[tuple[str, str]]) -> Item:
     """An item for a conversation: its messages, with its last user (and, if the conversation
     ends with the assistant, last assistant) turn as ``prompt``/``response``."""
-    turns = [(role, text) for role, text in messages if role in ("user", "assistant")]
-    users = [text for role, text in turns if role == "user"]
-    if not users:
-        raise DataError(f"conversation {conversation_id!r}: messages need a user turn")
-    response = turns[-1][1] if turns[-1][0] == "assistant" else None
-    return Item(id=conversation_id, prompt=users[-1], response=response, messages=tuple(messages))
+    turns = _turns(conversation_id, messages)
+    last_user = next(text for _, role, text in reversed(turns) if role == "user")
+    response = turns[-1][2] if turns[-1][1] == "assistant" else None
+    return Item(id=conversation_id, prompt=last_user, response=response, messages=tuple(messages))
 
 
 def score_turns(score: Callable[[list[Item]], list[ModerationResult]], items: Sequence[Item]) -> list[ModerationResult]:
@@ -64,13 +70,10 @@ def turn_items(conversation_id: str, messages: Sequence[tuple[str, str]]) -> tup
 
     System messages are skipped. Raises :class:`DataError` without a user turn.
     """
-    turns = [(k, role, text) for k, (role, text) in enumerate(messages) if role in ("user", "assistant")]
-    users = [t for t in turns if t[1] == "user"]
-    if not users:
-        raise DataError(f"conversation {conversation_id!r}: messages need a user turn")
+    turns = _turns(conversation_id, messages)
     items, where = [], []
     if turns[-1][1] == "user":
-        for k, _, text in users:
+        for k, _, text in (t for t in turns if t[1] == "user"):
             items.append(Item(id=f"{conversation_id}#{k}", prompt=text))
             where.append(k)
     else:
@@ -95,13 +98,8 @@ def riskiest(conversation_id: str, results: Sequence[ModerationResult], turns: S
     """
     judged = [(r, k) for r, k in zip(results, turns) if r.judged]
     failed = [r for r in results if not r.judged]
-
-    def risk(pair: tuple[ModerationResult, int]) -> float:
-        r = pair[0]
-        return r.score if r.score is not None else (100.0 if r.flagged else 0.0)
-
     if judged:
-        best, turn = max(judged, key=risk)
+        best, turn = max(judged, key=lambda pair: pair[0].risk)
     else:
         best, turn = results[0], turns[0]
     first_failure = failed[0] if failed else None

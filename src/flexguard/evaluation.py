@@ -18,7 +18,6 @@ from .calibrate import ThresholdCalibrator, cross_fitted_evaluation
 from .data import Benchmark
 from .metrics import Evaluation, evaluate
 from .moderators import Moderator
-from .records import result_record
 from .report import write_report
 from .runner import score_items
 from .thresholds import Policy
@@ -53,7 +52,7 @@ def run_bench(
     policy = policy or Policy()
     out = Path(out_dir)
     run = score_items(moderator, bench.items, out=out / "predictions.jsonl", batch_size=batch_size, progress=progress,
-                      record=lambda it, res: result_record(it, res, policy), settings={"policy": policy.to_dict()},
+                      policy=policy,
                       manifest_extra={"data": {"origin": bench.origin, "subset": bench.subset, "split": bench.split}})
     scores = np.array([np.nan if r.score is None else r.score for r in run.results])
     flagged = [r.flagged for r in run.results]
@@ -117,8 +116,7 @@ def run_public(
     manifest: RunManifest | None = None
     for name, suite in suites.items():
         run = score_items(moderator, suite.items, out=out / f"{name}.predictions.jsonl", batch_size=batch_size,
-                          progress=progress, record=lambda it, res: result_record(it, res, policy, strictness=regime),
-                          settings={"policy": policy.to_dict(), "strictness": regime},
+                          progress=progress, policy=policy, strictness=regime,
                           manifest_extra={"data": {"origin": suite.origin, "suite": name}})
         manifest = run.manifest
         m = evaluate_binary_suite([r.score for r in run.results], suite.binary_labels(), threshold=threshold,

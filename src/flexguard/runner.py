@@ -31,8 +31,6 @@ from .thresholds import Policy
 
 log = logging.getLogger(__name__)
 
-Record = Callable[[Item, ModerationResult], dict[str, Any]]
-
 
 @dataclass
 class ScoreRun:
@@ -121,7 +119,9 @@ def score_items(
     batch_size: int = 32,
     progress: bool = True,
     resume: bool = True,
-    record: Record | None = None,
+    policy: Policy | None = None,
+    strictness: str | None = None,
+    threshold: float | None = None,
     annotate: Callable[[Item, ModerationResult], dict[str, Any]] | None = None,
     settings: dict[str, Any] | None = None,
     manifest_extra: dict[str, Any] | None = None,
@@ -130,11 +130,11 @@ def score_items(
 
     Parameters
     ----------
-    record : builds a written line from an item and its result (default:
-        :func:`flexguard.records.result_record` under the rubric-default policy).
+    policy, strictness, threshold : what decides the written records
+        (:func:`flexguard.records.result_record`; default: the rubric-default policy).
     annotate : adds fields to each written record (e.g. the texts, for distillation).
-    settings : what else decides the records (policy, strictness, threshold): part of the
-        configuration hash that a resumed file must match.
+    settings : what else decides the records (e.g. a teacher's sampling): with the decision
+        options, part of the configuration hash that a resumed file must match.
     resume : with an existing ``out``, score only the items not yet in it (same
         configuration required: a different one is a :class:`ConfigError` naming both);
         ``False`` starts the file afresh.
@@ -143,16 +143,15 @@ def score_items(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if any(i.response is not None for i in items) and not getattr(moderator, "supports_response_mode", True):
         raise ConfigError(f"model {moderator.name!r} cannot moderate responses (prompt mode only)")
-    if record is None:
-        policy = Policy()
-        record = lambda it, res: result_record(it, res, policy)  # noqa: E731
+    policy = policy or Policy()
+    settings = {"policy": policy.to_dict(), "strictness": strictness, "threshold": threshold, **(settings or {})}
     info = moderator.info()
     manifest = RunManifest(
         model=info.get("model", moderator.name), revision=info.get("revision"),
         template_sha256=info.get("template_sha256"),
         mode="response" if any(i.response is not None for i in items) else "prompt",
         extra={**{k: v for k, v in info.items() if k not in ("model", "revision", "template_sha256")},
-               "config_sha256": config_sha256(info, settings), "settings": settings or {}, **(manifest_extra or {})},
+               "config_sha256": config_sha256(info, settings), "settings": settings, **(manifest_extra or {})},
     )
     done: dict[str, dict] = {}
     out_path = Path(out) if out is not None else None
@@ -186,7 +185,8 @@ def score_items(
             for item, res in zip(batch, score_isolated(moderator, batch)):
                 results[item.id] = res
                 if fh is not None:
-                    rec = {**record(item, res), "text_sha256": hashes[item.id]}
+                    rec = {**result_record(item, res, policy, strictness=strictness, threshold=threshold),
+                           "text_sha256": hashes[item.id]}
                     if annotate is not None:
                         rec.update(annotate(item, res))
                     fh.write(json.dumps(rec, ensure_ascii=False) + "\n")

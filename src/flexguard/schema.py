@@ -105,6 +105,15 @@ class ModerationResult:
         return (self.score is not None or self.flagged is not None) and not self.parse_error and self.error is None
 
     @property
+    def risk(self) -> float:
+        """How risky the result says the item is, for "the riskiest of several" (conversation turns,
+        stream checks): its score, 100 / 0 for a label-only flag / pass, and above every score when
+        the moderator could not judge (so a failure is never outranked into "safe")."""
+        if not self.judged:
+            return float("inf")
+        return self.score if self.score is not None else (100.0 if self.flagged else 0.0)
+
+    @property
     def tier(self) -> Tier | None:
         return None if self.score is None else score_to_tier(self.score)
 

@@ -85,18 +85,24 @@ class StreamModerator:
             return True
         return len(new) >= self.min_chars and _SENTENCE_END.search(new) is not None
 
+    def _add(self, delta: str) -> bool:
+        """Take a delta (none once flagged); whether a check is due now."""
+        if self.flagged:
+            return False
+        self.text += delta
+        return self._due()
+
+    def _unread(self) -> bool:
+        """At the end: whether text remains that no check has read (or nothing was checked yet)."""
+        return not self.flagged and (self.checked_to < len(self.text) or not self.checks)
+
     def feed(self, delta: str) -> StreamUpdate:
         """Add the next piece of the answer; check it when due."""
-        if self.flagged:
-            return self._update("", checked=False)
-        self.text += delta
-        return self.check() if self._due() else self._update("", checked=False)
+        return self.check() if self._add(delta) else self._update("", checked=False)
 
     def finish(self) -> StreamUpdate:
         """The answer is complete: check what no check has read yet."""
-        if self.flagged or (self.checked_to == len(self.text) and self.checks):
-            return self._update("", checked=False)
-        return self.check()
+        return self.check() if self._unread() else self._update("", checked=False)
 
     def check(self) -> StreamUpdate:
         """Score the prompt with the answer's end now, and decide on the riskiest check so far."""
@@ -111,7 +117,7 @@ class StreamModerator:
     def _apply(self, res: ModerationResult) -> StreamUpdate:
         self.checks += 1
         self.checked_to = len(self.text)
-        if self.riskiest is None or _risk(res) >= _risk(self.riskiest):
+        if self.riskiest is None or res.risk >= self.riskiest.risk:
             self.riskiest = res
         full = Item(id=self.item_id, prompt=self.prompt, response=self.text or " ")
         self.record = result_record(full, self.riskiest, self.policy, strictness=self.strictness,
@@ -128,13 +134,6 @@ class StreamModerator:
         return StreamUpdate(release=release, flagged=self.flagged,
                             decision=rec["decision"] if rec else "allow",
                             risk_score=rec["risk_score"] if rec else None, checked=checked, record=rec)
-
-
-def _risk(r: ModerationResult) -> float:
-    """Order of checks by risk: a check that could not judge ranks above any score (fail closed)."""
-    if not r.judged:
-        return float("inf")
-    return r.score if r.score is not None else (100.0 if r.flagged else 0.0)
 
 
 AsyncScorer = Callable[[Sequence[Item]], Awaitable[list[ModerationResult]]]
@@ -157,12 +156,7 @@ class AsyncStreamModerator(StreamModerator):
         return self._apply(res)
 
     async def afeed(self, delta: str) -> StreamUpdate:
-        if self.flagged:
-            return self._update("", checked=False)
-        self.text += delta
-        return await self.acheck() if self._due() else self._update("", checked=False)
+        return await self.acheck() if self._add(delta) else self._update("", checked=False)
 
     async def afinish(self) -> StreamUpdate:
-        if self.flagged or (self.checked_to == len(self.text) and self.checks):
-            return self._update("", checked=False)
-        return await self.acheck()
+        return await self.acheck() if self._unread() else self._update("", checked=False)

@@ -152,7 +152,7 @@ def create_proxy_app(moderator: Moderator, upstream: str | Upstream, policy: Pol
                            code="upstream_malformed")
         recs = []
         for choice in choices:
-            text, non_text = message_text_of(choice)
+            text, non_text = message_text((choice.get("message") or {}).get("content"))
             item = guard.item("answer", messages + [("assistant", text)])
             rec = await guard.judge(item, non_text=non_text, strictness=strictness, threshold=threshold)
             recs.append(rec)
@@ -223,10 +223,6 @@ def create_proxy_app(moderator: Moderator, upstream: str | Upstream, policy: Pol
 
 def messages_last_user(messages: list[tuple[str, str]]) -> str:
     return next(text for role, text in reversed(messages) if role == "user")
-
-
-def message_text_of(choice: dict[str, Any]) -> tuple[str, bool]:
-    return message_text((choice.get("message") or {}).get("content"))
 
 
 def _ends(chunk: dict[str, Any]) -> bool:

@@ -25,7 +25,7 @@ from ..records import result_record
 from ..schema import Item
 from ..server.batcher import MicroBatcher, Overloaded
 from ..server.protocol import APIError
-from ..server.serving import ServerLimits
+from ..server.serving import ServerLimits, check_decision_args, items_error, overloaded_error
 from ..stream import AsyncStreamModerator
 from ..thresholds import Policy
 
@@ -70,14 +70,7 @@ class Guard:
     def decision_args(self, body: dict[str, Any]) -> tuple[str | None, float | None]:
         """``strictness`` / ``threshold`` of the request (taken out of the body), checked."""
         strictness, threshold = body.pop("strictness", None), body.pop("threshold", None)
-        if strictness is not None and threshold is not None:
-            raise APIError(400, "give 'strictness' or 'threshold', not both", param="strictness")
-        if strictness is not None and strictness not in self.policy.regimes:
-            raise APIError(400, f"unknown strictness {strictness!r}; use one of {', '.join(self.policy.regime_names)}",
-                           param="strictness")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                      or not 0 <= threshold <= 100):
-            raise APIError(400, f"threshold must be a number in 0-100, got {threshold!r}", param="threshold")
+        check_decision_args(self.policy, strictness, threshold)
         return strictness, threshold
 
     def conversation(self, body: dict[str, Any]) -> tuple[list[tuple[str, str]], bool]:
@@ -100,9 +93,7 @@ class Guard:
             item = clean_item(conversation_item(item_id, messages))
             check_items([item], max_chars=self.limits.max_chars, what="message")
         except InvalidItemsError as e:
-            too_long = any(p.code == "too_long" for p in e.problems)
-            raise APIError(413 if too_long else 400, str(e), param="messages",
-                           code="text_too_long" if too_long else None) from None
+            raise items_error(e, "messages") from None
         except DataError as e:
             raise APIError(400, str(e), param="messages") from None
         return item
@@ -113,8 +104,7 @@ class Guard:
         try:
             [res] = await self.batcher.score([item])
         except Overloaded as e:
-            raise APIError(429, str(e), type="server_error", code="overloaded",
-                           headers={"Retry-After": str(e.retry_after)}) from None
+            raise overloaded_error(e, self.batcher) from None
         if non_text:  # images and other parts were not read: the policy decides (on_out_of_scope)
             res = dataclasses.replace(res, in_scope=False, language="non-text content")
         return result_record(item, res, self.policy, strictness=strictness, threshold=threshold)

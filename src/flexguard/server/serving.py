@@ -46,6 +46,30 @@ class ServerLimits:
     max_queue: int = 2048
 
 
+def check_decision_args(policy: Policy, strictness: object, threshold: object) -> None:
+    """A request's ``strictness`` (a regime of ``policy``) or ``threshold`` (0–100), not both: else a 400."""
+    if strictness is not None and threshold is not None:
+        raise APIError(400, "give 'strictness' or 'threshold', not both", param="strictness")
+    if strictness is not None and strictness not in policy.regimes:
+        raise APIError(400, f"unknown strictness {strictness!r}; use one of {', '.join(policy.regime_names)}",
+                       param="strictness")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0 <= threshold <= 100):
+        raise APIError(400, f"threshold must be a number in 0-100, got {threshold!r}", param="threshold")
+
+
+def items_error(e: InvalidItemsError, param: str) -> APIError:
+    """Items that break the input rules: 413 when a text is too long, else 400, naming the problem."""
+    too_long = any(p.code == "too_long" for p in e.problems)
+    return APIError(413 if too_long else 400, str(e), param=param, code="text_too_long" if too_long else None)
+
+
+def overloaded_error(e: Overloaded, batcher: MicroBatcher) -> APIError:
+    """A full queue: 429 with ``Retry-After``."""
+    return APIError(429, f"{e}; {batcher.queued} items are waiting", type="server_error", code="overloaded",
+                    headers={"Retry-After": str(e.retry_after)})
+
+
 class ModerationService:
     """Validate requests, score their items through the micro-batcher, shape the responses."""
 
@@ -71,13 +95,6 @@ class ModerationService:
         await self.batcher.stop()
 
     # -- requests -> items --------------------------------------------------------------
-    def check_decision_args(self, strictness: str | None, threshold: float | None) -> None:
-        if strictness is not None and threshold is not None:
-            raise APIError(400, "give 'strictness' or 'threshold', not both", param="strictness")
-        if strictness is not None and strictness not in self.policy.regimes:
-            raise APIError(400, f"unknown strictness {strictness!r}; use one of {', '.join(self.policy.regime_names)}",
-                           param="strictness")
-
     def checked(self, items: list[Item], param: str) -> list[Item]:
         """``items`` if they respect the limits; else a 400 (empty) or 413 (too many, too long) naming the problem."""
         if not items:
@@ -89,9 +106,7 @@ class ModerationService:
         try:
             check_items(items, max_chars=self.limits.max_chars, what="input")
         except InvalidItemsError as e:
-            too_long = any(p.code == "too_long" for p in e.problems)
-            raise APIError(413 if too_long else 400, str(e), param=param,
-                           code="text_too_long" if too_long else None) from None
+            raise items_error(e, param) from None
         return items
 
     def moderations_items(self, req: ModerationRequest) -> list[Item]:
@@ -122,8 +137,7 @@ class ModerationService:
         try:
             results = await asyncio.wait_for(self.batcher.score(items), timeout=self.limits.timeout_s)
         except Overloaded as e:
-            raise APIError(429, f"{e}; {self.batcher.queued} items are waiting", type="server_error",
-                           code="overloaded", headers={"Retry-After": str(e.retry_after)}) from None
+            raise overloaded_error(e, self.batcher) from None
         except asyncio.TimeoutError:
             raise APIError(504, f"scoring took longer than {self.limits.timeout_s:g} s", type="server_error",
                            code="timeout") from None
@@ -134,7 +148,7 @@ class ModerationService:
 
     # -- responses ----------------------------------------------------------------------
     async def moderations(self, req: ModerationRequest) -> ModerationResponse:
-        self.check_decision_args(req.strictness, req.threshold)
+        check_decision_args(self.policy, req.strictness, req.threshold)
         items = self.moderations_items(req)
         results = await self.score(items, "prompt")
         out = []
@@ -154,7 +168,7 @@ class ModerationService:
         return ModerationResponse(id=f"modr-{uuid.uuid4().hex[:24]}", model=req.model or self.name, results=out)
 
     async def moderate(self, req: ModerateRequest) -> ModerateResponse:
-        self.check_decision_args(req.strictness, req.threshold)
+        check_decision_args(self.policy, req.strictness, req.threshold)
         items = self.moderate_items(req)
         results = await self.score(items, "mixed")
         return ModerateResponse(model=self.name, results=[
