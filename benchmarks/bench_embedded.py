@@ -41,17 +41,15 @@ def quality(seed: int = 0) -> dict:
     from flexguard.embedded.scorers import shipped_model_dir
     from flexguard.metrics import evaluate
     from flexguard.train.embedded.config import FrozenConfig
-    from flexguard.train.embedded.cv import load_training_items
-    from flexguard.train.embedded.frozen import cross_validate, featurize, make_split
+    from flexguard.train.embedded.frozen import cross_validate, load_features
 
     card = json.loads((shipped_model_dir("frozen") / "card.json").read_text())["config"]
     cfg = FrozenConfig.from_card(card, flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"))
     emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
     out, oof_rows = {}, {}
     for subset in ("prompt", "response"):
-        fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
-        fb = make_split(fb_items, featurize(emb, fb_items, progress=True))
-        extra = make_split(extra_items, featurize(emb, extra_items, progress=True))
+        data = load_features(cfg, subset, emb)
+        fb_items, fb, extra = data.fb_items, data.fb, data.corpus
         t0 = time.perf_counter()
         oof = cross_validate(fb, extra, cfg)
         variants = {

@@ -19,8 +19,7 @@ def main() -> None:
     from flexguard.embedded.minilm import MiniLMEmbedder
     from flexguard.embedded.scorers import shipped_model_dir
     from flexguard.train.embedded.config import FrozenConfig
-    from flexguard.train.embedded.cv import load_training_items
-    from flexguard.train.embedded.frozen import cross_validate, cv_summary, featurize, make_split
+    from flexguard.train.embedded.frozen import cross_validate, cv_summary, load_features
 
     card = json.loads((shipped_model_dir("frozen") / "card.json").read_text())["config"]
     rows = []
@@ -30,9 +29,8 @@ def main() -> None:
             cfg = FrozenConfig.from_card(card, flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"),
                                          weak=weak, weak_weight=weight or 0.5)
             emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
-            fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
-            fb = make_split(fb_items, featurize(emb, fb_items))
-            extra = make_split(extra_items, featurize(emb, extra_items, progress=True))
+            data = load_features(cfg, subset, emb)
+            fb, extra = data.fb, data.corpus
             t = time.perf_counter()
             s = cv_summary(fb, cross_validate(fb, extra, cfg))["risk_scorer"]
             rows.append({"subset": subset, "weak_rows": int((extra.tiers < 0).sum()), "weak_weight": weight,

@@ -34,6 +34,10 @@ def test_bench_with_predictions_writes_metrics_report_plots(tmp_path, flexbench_
     assert "calibrated" in m and "cross-fitting" in m["calibrated"]["note"]
     report = (out / "report.md").read_text()
     assert "oracle" in report and "![score_by_tier](score_by_tier.png)" in report
+    # where it fails: per source and per gold category, in the report and the metrics
+    assert "### By source" in report and "### By gold category" in report
+    assert m["breakdown"]["source"]["fixture"]["n"] == 10
+    assert sum(g["n"] for g in m["breakdown"]["gold category"].values()) == 10
     assert (out / "score_by_tier.png").stat().st_size > 1000 and (out / "f1_by_regime.png").exists()
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 10
     # report puts runs side by side

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from flexguard.errors import DataError
-from flexguard.metrics import best_f1_threshold, binary_metrics, evaluate, threshold_sweep
+from flexguard.metrics import best_f1_threshold, binary_metrics, breakdown, evaluate, threshold_sweep
 from flexguard.thresholds import Policy
 
 TIERS = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3, 4])
@@ -124,3 +124,27 @@ def test_summary_is_the_flat_headline_row():
     assert ev.summary()["avg_f1"] == ev.avg_f1  # unrounded by default
     binary = evaluate([None] * len(TIERS), TIERS, flagged=np.array(TIERS) >= 2, n_boot=0).summary(4)
     assert binary["spearman"] is None and "worst_f1_ci" not in binary
+
+
+def test_breakdown_gives_each_group_its_own_rates():
+    groups = ["a"] * 6 + ["b"] * 3 + [None]
+    out = breakdown(SCORES, TIERS, groups)
+    assert list(out) == ["a", "b"]  # largest group first; the None item is left out
+    a = out["a"]  # tiers B B B L L M, scores 5 25 10 30 15 45
+    assert a["n"] == 6 and a["loose"] == {"positives": 0, "f1": None, "recall": None, "fpr": 0.0}
+    # strict (>= LOW): positives 30, 15, 45; flagged 25, 30, 45 -> tp 2, fp 1, fn 1
+    assert a["strict"]["f1"] == pytest.approx(2 / 3) and a["strict"]["fpr"] == pytest.approx(1 / 3)
+    b = out["b"]  # tiers M H H, scores 35 70 55: every item is positive under strict, so no FPR
+    assert b["strict"]["fpr"] is None and b["loose"]["recall"] == 0.5
+    # the same numbers as evaluating the group alone
+    assert b["moderate"]["f1"] == pytest.approx(evaluate(SCORES[6:9], TIERS[6:9], n_boot=0).regimes["moderate"].f1)
+
+
+def test_breakdown_follows_binary_decisions_and_missing_policy():
+    scores = [None, None, 80.0]
+    out = breakdown(scores, [4, 0, 4], ["g"] * 3, flagged=[True, None, None])
+    # item 1 decided by its flag, item 2 missing -> counted unsafe (fail closed) -> a false positive
+    assert out["g"]["loose"]["recall"] == 1.0 and out["g"]["loose"]["fpr"] == 1.0
+    assert breakdown(scores, [4, 0, 4], ["g"] * 3, flagged=[True, None, None], on_missing="safe")["g"]["loose"]["fpr"] == 0.0
+    with pytest.raises(DataError, match="groups"):
+        breakdown(scores, [4, 0, 4], ["g"])

@@ -282,19 +282,18 @@ def test_queue_is_bounded_with_retry_after_and_small_requests_are_not_starved():
             first = pool.submit(big)
             time.sleep(0.3)  # the first big request is queued and being scored
             second = pool.submit(big)  # 256 more would pass max_queue: refused at once
-            t0 = time.perf_counter()
             small = httpx.post(f"{url}/v1/moderations", json={"input": "z"}, timeout=60)
-            small_s = time.perf_counter() - t0
-            health_t0 = time.perf_counter()
+            # the big request needs 32 batches of 0.2 s; round-robin puts the small one in the next batch, so it
+            # is answered while the big one is still being scored (an order, not a time: robust on a busy machine)
+            small_before_big = not first.done()
             assert httpx.get(f"{url}/healthz").status_code == 200
-            health_s = time.perf_counter() - health_t0
+            health_before_big = not first.done()
             r2 = second.result()
             r1 = first.result()
         assert r1.status_code == 200
         assert r2.status_code == 429 and int(r2.headers["Retry-After"]) >= 1 and r2.json()["error"]["code"] == "overloaded"
-        # the big request needs 32 batches of 0.2 s; round-robin puts the small one in the next batch
-        assert small.status_code == 200 and small_s < 2.0, small_s
-        assert health_s < 0.5, health_s
+        assert small.status_code == 200 and small_before_big
+        assert health_before_big
 
 
 def test_failure_rules_reach_the_response():

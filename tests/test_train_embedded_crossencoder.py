@@ -165,6 +165,10 @@ def test_cli_finetune_then_score(tiny_base, training_folders, tmp_path, capsys):
     assert set(meta["cut_shift"]) == {"prompt", "response"} and meta["layers"] == 2
     card = (out / "MODEL_CARD.md").read_text()
     assert "--finetune" in card and "--cv-folds 2" in card and "--max-steps 6" in card  # the command that rebuilds it
+    # where it fails, per source and gold category, in the report and the card
+    by_source = report["cv"]["prompt"]["breakdown"]["source"]
+    assert sum(g["n"] for g in by_source.values()) == report["train_items"]["prompt"]
+    assert "Where it fails: response items by gold category" in card
     mod = get_moderator(f"embedded:{out}")
     assert mod.info()["trained_on"]  # the card names its training files, so bench can warn about in-sample use
     res = mod.score([Item(id="1", prompt="What is the capital of France?"),
@@ -214,9 +218,15 @@ def test_cv_saves_each_fold_and_resumes_where_it_stopped(tiny_base, tmp_path, mo
     monkeypatch.setattr(ce, "fit", lambda *a, **kw: calls.append(1) or real_fit(*a, **kw))
     resumed = ce.cross_validate(fb, [], cfg, progress=False, check_int8=False, work_dir=tmp_path / "folds")
     assert len(calls) == 1  # only the unfinished fold was trained
+    with np.load(tmp_path / "folds" / "fold_0.npz") as f:  # the resumed fold's time counts in the CV's time
+        assert 0 < float(f["seconds"]) < resumed.seconds
     fresh = ce.cross_validate(fb, [], cfg, progress=False, check_int8=False)
     for s in fb:
         np.testing.assert_allclose(resumed.cut[s], fresh.cut[s], atol=1e-5)  # training is deterministic
+    calls.clear()  # the same run from another working directory (data folders named otherwise) reuses the folds
+    moved = dataclasses.replace(cfg, flexbench="elsewhere/flexbench_r", distill="/abs/distill")
+    ce.cross_validate(fb, [], moved, progress=False, check_int8=False, work_dir=tmp_path / "folds")
+    assert not calls
     other = dataclasses.replace(cfg, lr=1e-3)  # another configuration never reuses these folds
     calls.clear()
     ce.cross_validate(fb, [], other, progress=False, check_int8=False, work_dir=tmp_path / "folds")

@@ -16,7 +16,7 @@ import numpy as np
 
 from .calibrate import ThresholdCalibrator, cross_fitted_evaluation
 from .data import Benchmark
-from .metrics import Evaluation, evaluate
+from .metrics import Evaluation, breakdown, evaluate
 from .moderators import Moderator
 from .report import write_report
 from .runner import score_items
@@ -73,9 +73,14 @@ def run_bench(
                 + ", ".join(f"{r} {np.mean([t[r] for t in fold_th]):.1f}" for r in policy.regime_names))
         extra.append(("calibrated", f"Calibrated thresholds ({calibrate}, cross-fitted)", ev_cal, note))
     warning = in_sample_warning(moderator, bench.origin)
+    groups = {"source": [it.source for it in bench.items],
+              "gold category": [None if it.category is None else it.category.value for it in bench.items]}
+    breakdowns = {by: breakdown(scores, tiers, g, policy=policy, flagged=flagged, categories=cats, mode=bench.subset,
+                                on_missing=ev.missing_policy)
+                  for by, g in groups.items() if any(g)}
     metrics = write_report(out, ev, manifest, title=f"FlexBench {bench.subset}/{bench.split}: {manifest['model']}",
                            scores=scores, tiers=tiers, extra_sections=extra,
-                           extra_metrics={"in_sample_warning": warning} if warning else None)
+                           extra_metrics={"in_sample_warning": warning} if warning else None, breakdowns=breakdowns)
     return BenchResult(evaluation=ev, metrics=metrics, out_dir=out, warning=warning)
 
 

@@ -290,3 +290,42 @@ def evaluate_binary_suite(scores: Sequence[float | None], labels: Sequence[bool]
     rank = np.where(~np.isnan(s), s, np.where(~np.isnan(b), b * 100, fill * 100))
     pred = np.where(~np.isnan(s), s > threshold, np.where(~np.isnan(b), b > 0.5, bool(fill)))
     return binary_metrics(np.asarray(labels, bool), pred, rank, threshold=threshold)
+
+
+def breakdown(scores: Sequence[float | None] | np.ndarray, tiers: Sequence[int] | np.ndarray,
+              groups: Sequence[str | None], *, policy: Policy | None = None,
+              flagged: Sequence[bool | None] | None = None, categories: Sequence[str | None] | None = None,
+              mode: str | None = None, on_missing: str | None = None) -> dict[str, dict[str, Any]]:
+    """Quality within each group of items (source dataset, gold category): *where* a moderator fails.
+
+    A single worst-case F1 hides whether the misses are the short violent requests of one source
+    or the fiction-wrapped ones of another; per group, every regime's F1, recall and FPR and the
+    number of positives (F1 of a group with few positives is noisy: read it with ``positives``;
+    it is None without positives, FPR None without negatives). Groups are sorted by size; items
+    whose group is None are left out. The other arguments are :func:`evaluate`'s.
+    """
+    policy = policy or Policy()
+    s = np.array([np.nan if v is None else v for v in scores], dtype=float)
+    y = np.asarray(tiers, dtype=int)
+    g = np.array(["" if v is None else str(v) for v in groups], dtype=object)
+    if not len(s) == len(y) == len(g):
+        raise DataError(f"{len(s)} scores, {len(y)} gold tiers and {len(g)} groups: they must match")
+    out: dict[str, dict[str, Any]] = {}
+    names, counts = np.unique(g[g != ""], return_counts=True)
+    for name in names[np.argsort(-counts, kind="stable")]:
+        m = g == name
+        idx = np.flatnonzero(m)
+        ev = evaluate(s[m], y[m], policy=policy, flagged=_take(flagged, idx), categories=_take(categories, idx),
+                      mode=mode, on_missing=on_missing, n_boot=0)
+        out[str(name)] = {"n": int(m.sum()), **{r: _group_rates(b) for r, b in ev.regimes.items()}}
+    return out
+
+
+def _take(values: Sequence[Any] | None, idx: np.ndarray) -> list[Any] | None:
+    return None if values is None else [values[i] for i in idx]
+
+
+def _group_rates(b: BinaryMetrics) -> dict[str, Any]:
+    has_pos, has_neg = b.positives > 0, b.positives < b.n
+    return {"positives": b.positives, "f1": b.f1 if has_pos else None,
+            "recall": b.recall if has_pos else None, "fpr": b.fpr if has_neg else None}

@@ -50,6 +50,18 @@ def evaluation_markdown(ev: Evaluation, title: str) -> list[str]:
     return lines
 
 
+def breakdown_markdown(groups: dict[str, dict[str, Any]], title: str) -> list[str]:
+    """One row per group of :func:`flexguard.metrics.breakdown`: F1 (positives) and FPR per regime."""
+    regimes = [r for r in next(iter(groups.values()), {}) if r != "n"]
+    lines = [f"### {title}", "", "| group | n | " + " | ".join(f"F1 {r} (pos.)" for r in regimes) + " | "
+             + " | ".join(f"FPR {r}" for r in regimes) + " |", "|---|---|" + "---|" * (2 * len(regimes))]
+    for name, g in groups.items():
+        f1 = " | ".join(f"{_f(g[r]['f1'])} ({g[r]['positives']})" for r in regimes)
+        fpr = " | ".join(_f(g[r]["fpr"]) for r in regimes)
+        lines.append(f"| {name} | {g['n']} | {f1} | {fpr} |")
+    return lines
+
+
 def write_report(
     out_dir: str | Path,
     ev: Evaluation,
@@ -60,15 +72,19 @@ def write_report(
     tiers: np.ndarray | None = None,
     extra_sections: Sequence[tuple[str, str, Evaluation, str]] = (),
     extra_metrics: dict[str, Any] | None = None,
+    breakdowns: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``report.md`` and PNG plots into ``out_dir``; return the metrics dict.
 
     ``extra_sections`` are ``(key, title, evaluation, note)`` shown after the main table, e.g. the
-    same predictions with calibrated thresholds.
+    same predictions with calibrated thresholds. ``breakdowns`` maps a grouping ("source", "gold
+    category") to :func:`flexguard.metrics.breakdown`'s result, shown as one table each.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     extra = dict(extra_metrics or {})
+    if breakdowns:
+        extra["breakdown"] = breakdowns
     for key, _, sub, note in extra_sections:
         extra[key] = {**sub.to_dict(), "note": note}
     md = metrics_dict(ev, manifest, extra)
@@ -87,6 +103,8 @@ def write_report(
         fr = ev.flag_rate[t.value]
         rates = " | ".join(_f(fr[r], 2) for r in ev.regimes)
         lines.append(f"| {t.value} | {_f(ev.mean_score_by_tier[t.value], 1)} | {rates} |")
+    for by, groups in (breakdowns or {}).items():
+        lines += ["", *breakdown_markdown(groups, f"By {by}")]
     if scores is not None and tiers is not None:
         plots = plot_run(out, scores, tiers, ev)
         lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ...embedded.crossencoder import MODEL_FILE, CrossEncoderMeta
+from ...report import breakdown_markdown
 from ...schema import MODES
 from .config import CrossEncoderConfig
 
@@ -62,8 +63,10 @@ def write_crossencoder_card(report: dict[str, Any], folder: Path) -> Path:
         rebuild_command(cfg),
         "```",
         "",
-        f"Time on the build machine: CV {report.get('cv_seconds', 0) / 60:.0f} min + final model "
-        f"{report['train_seconds'] / 60:.0f} min.",
+        "Time on the build machine: CV "
+        + ("not recorded (resumed from folds of an earlier run)" if report.get("cv_seconds") is None
+           else f"{report['cv_seconds'] / 60:.0f} min")
+        + f" + final model {report['train_seconds'] / 60:.0f} min.",
         "",
         "## Cut-point calibration",
         f"Per mode, each cut's logit is shifted by the threshold that maximises F1 ({cfg.cut_calibration}) on the "
@@ -79,12 +82,15 @@ def write_crossencoder_card(report: dict[str, Any], folder: Path) -> Path:
                   "|---|---|---|---|---|---|---|---|---|"]
         for subset, variants in report["cv"].items():
             for name, m in variants.items():
-                if isinstance(m, dict):
+                if isinstance(m, dict) and name != "breakdown":
                     lines.append(f"| {subset} | {name} | {m['f1_strict']:.3f} | {m['f1_moderate']:.3f} | {m['f1_loose']:.3f} "
                                  f"| {m['avg_f1']:.3f} | {m['worst_f1']:.3f} | {m['f1_spread']:.3f} | {m['spearman']:.3f} |")
         lines += ["", "What ships is the int8 graph with calibrated cut points: the last row of each subset.", ""]
         lines += [f"Category accuracy on unsafe {s} items: {v['category_accuracy_on_unsafe']:.3f}."
                   for s, v in report["cv"].items()]
+        for s, v in report["cv"].items():
+            for by, groups in v.get("breakdown", {}).items():
+                lines += ["", *breakdown_markdown(groups, f"Where it fails: {s} items by {by} (shipped variant, CV)")]
     lines += [
         "", "## Limitations",
         "- English only; trained on public guard benchmarks and their teacher scores, so other domains and styles of "

@@ -25,6 +25,9 @@ class EmbeddedTrainConfig:
 
     flexbench: str = field(default="../shared/data/flexbench_r", metadata={"help": "folder with Guard_*_valid.csv"})
     distill: str | None = field(default="../shared/data/distill", metadata={"help": "folder with Guard_*_train.csv, or None"})
+    distill_until: int | None = field(default=None, metadata={
+        "help": "use only the corpus rows numbered up to N (ids fbt-00000 … fbt-N): the shipped models were trained "
+                "on 7,037 rows (N = 7036), before the corpus grew to 17,016; unset: every row"})
     seed: int = field(default=0, metadata={"help": "seed of the folds, the initialisation and the data order"})
     cv_folds: int = field(default=5, metadata={"help": "folds of the cross-validation on FlexBench-R"})
     flexbench_weight: float = field(default=2.0, metadata={"help": "loss weight of FlexBench rows vs corpus rows"})
@@ -40,6 +43,8 @@ class EmbeddedTrainConfig:
                               f"cv_folds >= 2, got {self.cv_folds}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+        if self.distill_until is not None and self.distill_until < 0:
+            raise ConfigError(f"distill_until is a row number (>= 0), got {self.distill_until}")
         if self.flexbench_weight <= 0:
             raise ConfigError(f"flexbench_weight must be > 0, got {self.flexbench_weight}")
 

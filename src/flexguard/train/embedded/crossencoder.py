@@ -290,7 +290,8 @@ class CVResult:
     cut_int8: dict[str, np.ndarray]
     tiers: dict[str, np.ndarray]
     cats: dict[str, np.ndarray]
-    seconds: float
+    sources: dict[str, list[str | None]]
+    seconds: float  # compute time of all folds, those resumed from an earlier run included; NaN if one is unknown
 
 
 def outer_folds(fb: dict[str, list[Item]], cfg: CrossEncoderConfig) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -303,8 +304,13 @@ FOLDS_DIR = "cv_folds"
 
 
 def _fold_key(cfg: CrossEncoderConfig, fb: dict[str, list[Item]], corpus: Sequence[Item]) -> str:
-    """Identifies a CV run: its config and the ids of its data, so a fold file is only reused by the same run."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True, default=str).encode())
+    """Identifies a CV run: its config and the ids of its data, so a fold file is only reused by the same run.
+
+    The fields that choose the data are left out (the ids identify the data): a CV run by a
+    benchmark from one working directory is reused by ``flexguard train encoder`` run from another.
+    """
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("flexbench", "distill", "distill_until")}
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for items in (*fb.values(), corpus):
         h.update("\x00".join(it.id for it in items).encode())
     return h.hexdigest()[:16]
@@ -324,14 +330,14 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Cross
 
     from ...embedded.crossencoder import CrossEncoderRuntime
 
-    t0 = time.perf_counter()
     splits = outer_folds(fb, cfg)
-    res = CVResult({}, {}, {}, {}, {}, 0.0)
+    res = CVResult({}, {}, {}, {}, {}, {}, 0.0)
     for s, items in fb.items():
         res.cut[s], res.cut_int8[s] = np.zeros((len(items), N_CUTS)), np.zeros((len(items), N_CUTS))
         res.cat[s] = np.zeros((len(items), len(CATEGORY_NAMES)))
         res.tiers[s] = np.array([it.tier.rank for it in items])
         res.cats[s] = np.array([it.category.value if it.category else "SAFE" for it in items])
+        res.sources[s] = [it.source for it in items]
     folds_dir = None if work_dir is None else Path(work_dir)
     key = _fold_key(cfg, fb, corpus)
     for k in range(cfg.cv_folds):
@@ -342,8 +348,10 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Cross
                     for s in fb:
                         te = splits[s][k][1]
                         res.cut[s][te], res.cat[s][te], res.cut_int8[s][te] = f[f"{s}_cut"], f[f"{s}_cat"], f[f"{s}_int8"]
+                    res.seconds += float(f["seconds"]) if "seconds" in f.files else float("nan")
                     log.info("fold %d/%d: out-of-fold logits taken from %s", k + 1, cfg.cv_folds, saved)
                     continue
+        t0 = time.perf_counter()
         train = [it for s, items in fb.items() for i in splits[s][k][0] for it in [items[i]]]
         model = fit(train + list(corpus), [cfg.flexbench_weight] * len(train) + [1.0] * len(corpus), cfg, progress=progress)
         with tempfile.TemporaryDirectory() as tmp:
@@ -357,15 +365,16 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Cross
                 if check_int8:
                     res.cut_int8[s][te] = runtime.item_logits([it.prompt for it in held],
                                                               [it.response for it in held] if s == "response" else None)[0]
+        seconds = time.perf_counter() - t0
+        res.seconds += seconds
         if saved is not None:
             saved.parent.mkdir(parents=True, exist_ok=True)
             arrays = {f"{s}_{name}": arr[s][splits[s][k][1]] for s in fb
                       for name, arr in (("cut", res.cut), ("cat", res.cat), ("int8", res.cut_int8))}
             partial = saved.with_suffix(".tmp.npz")
-            np.savez(partial, key=np.array(key), check_int8=np.array(check_int8), **arrays)
+            np.savez(partial, key=np.array(key), check_int8=np.array(check_int8), seconds=np.array(seconds), **arrays)
             partial.replace(saved)  # atomic: an interrupted save never leaves a half fold behind
-        log.info("fold %d/%d done after %.0f s", k + 1, cfg.cv_folds, time.perf_counter() - t0)
-    res.seconds = time.perf_counter() - t0
+        log.info("fold %d/%d done in %.0f s", k + 1, cfg.cv_folds, seconds)
     return res
 
 
@@ -377,8 +386,9 @@ def _meta(cfg: CrossEncoderConfig, model, shifts: dict[str, np.ndarray]) -> Cros
 
 
 def cv_report(cv: CVResult, how: str, *, seed: int = 0) -> dict[str, Any]:
-    """Per subset: F1 per regime, avg, worst, spread, Spearman, category accuracy of each variant."""
-    from ...metrics import evaluate
+    """Per subset: F1 per regime, avg, worst, spread, Spearman, category accuracy of each variant, and
+    where the shipped variant (the last) fails: its rates per source dataset and per gold category."""
+    from ...metrics import breakdown, evaluate
 
     out: dict[str, Any] = {}
     for s in cv.cut:
@@ -392,6 +402,8 @@ def cv_report(cv: CVResult, how: str, *, seed: int = 0) -> dict[str, Any]:
         for name, scores in variants.items():
             ev = evaluate(scores, tiers, n_boot=1000, seed=seed)
             out[s][name] = {**ev.summary(4), "mean_score_by_tier": ev.mean_score_by_tier}
+        out[s]["breakdown"] = {"source": breakdown(scores, tiers, cv.sources[s]),
+                               "gold category": breakdown(scores, tiers, list(cv.cats[s]))}
         unsafe = tiers > 0
         harm_logits = cv.cat[s].copy()
         harm_logits[:, CATEGORY_NAMES.index("SAFE")] = -np.inf  # an unsafe item's category is a harm category
@@ -404,7 +416,7 @@ def load_data(cfg: CrossEncoderConfig) -> tuple[dict[str, list[Item]], list[Item
     """FlexBench-R valid items per subset and the distillation corpus of both subsets."""
     fb, corpus = {}, []
     for subset in MODES:
-        fb[subset], extra = load_training_items(cfg.flexbench, cfg.distill, subset)
+        fb[subset], extra = load_training_items(cfg.flexbench, cfg.distill, subset, distill_until=cfg.distill_until)
         corpus += extra
     return fb, corpus
 
@@ -423,7 +435,7 @@ def train_crossencoder(cfg: CrossEncoderConfig, out_dir: str | Path, *, progress
                               "train_items": {s: len(v) for s, v in fb.items()}, "corpus_items": len(corpus)}
     cv = cross_validate(fb, corpus, cfg, progress=progress, work_dir=out_dir / FOLDS_DIR)
     report["cv"] = cv_report(cv, cfg.cut_calibration, seed=cfg.seed)
-    report["cv_seconds"] = round(cv.seconds, 1)
+    report["cv_seconds"] = round(cv.seconds, 1) if np.isfinite(cv.seconds) else None  # None: resumed, time not kept
     shifts = {s: np.zeros(N_CUTS) for s in fb}
     if cfg.cut_calibration != "none":  # per mode: prompts and responses have different tier mixes
         # fitted on the logits of what ships: the int8 graph when the CV exported one

@@ -10,12 +10,14 @@ cross-fitted (:func:`cross_fitted_scores`), so no item is scored by a shift fitt
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from ...data import load_flexbench, read_table, rows_to_items
 from ...embedded.ordinal import N_CUTS, cumulative_from_logits, cumulative_to_score
+from ...errors import DataError
 from ...metrics import best_f1_threshold
 from ...schema import MODES, Item
 
@@ -23,19 +25,33 @@ from ...schema import MODES, Item
 OOF_FILE = "cv_oof.json"
 
 
-def load_training_items(flexbench: str, distill: str | None, subset: str, *,
-                        weak: str | None = None) -> tuple[list[Item], list[Item]]:
-    """FlexBench-R valid items, then corpus items (distillation corpus, then weak public rows)."""
+def load_training_items(flexbench: str, distill: str | None, subset: str, *, weak: str | None = None,
+                        distill_until: int | None = None) -> tuple[list[Item], list[Item]]:
+    """FlexBench-R valid items, then corpus items (distillation corpus, then weak public rows).
+
+    ``distill_until`` keeps the corpus rows numbered up to N (the number ending each id), so a
+    model trained before the corpus grew can be rebuilt from today's files.
+    """
     fb = load_flexbench(flexbench, subset=subset, split="valid").items
     extra: list[Item] = []
     if distill:
         path = Path(distill) / f"Guard_{subset}_train.csv"
         extra = rows_to_items(read_table(path), origin=str(path), subset=subset)
+        if distill_until is not None:
+            extra = [it for it in extra if corpus_row_number(it.id) <= distill_until]
     if weak:
         from ...data import load_public
 
         extra += [it for b in load_public(weak).values() if b.subset == subset for it in b.items]
     return fb, extra
+
+
+def corpus_row_number(item_id: str) -> int:
+    """The row number ending a corpus id (``fbt-07036`` → 7036)."""
+    m = re.search(r"(\d+)$", item_id)
+    if m is None:
+        raise DataError(f"corpus id {item_id!r} does not end in a row number: distill_until cannot select by it")
+    return int(m.group(1))
 
 
 def stratified_folds(tiers: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -124,13 +124,18 @@ class Split:
     tiers: np.ndarray
     cats: np.ndarray
     harmful: np.ndarray
+    weight: np.ndarray | None = None  # corpus rows' loss weights; None: 1 (weak rows: ``weak_weight``)
 
     def take(self, idx) -> "Split":
-        return Split(self.x[idx], self.tiers[idx], self.cats[idx], self.harmful[idx])
+        return Split(self.x[idx], self.tiers[idx], self.cats[idx], self.harmful[idx],
+                     None if self.weight is None else self.weight[idx])
 
     @classmethod
     def concat(cls, a: "Split", b: "Split") -> "Split":
-        return cls(np.vstack([a.x, b.x]), np.r_[a.tiers, b.tiers], np.r_[a.cats, b.cats], np.r_[a.harmful, b.harmful])
+        weight = None if a.weight is None and b.weight is None else np.r_[
+            np.ones(len(a.tiers)) if a.weight is None else a.weight, np.ones(len(b.tiers)) if b.weight is None else b.weight]
+        return cls(np.vstack([a.x, b.x]), np.r_[a.tiers, b.tiers], np.r_[a.cats, b.cats], np.r_[a.harmful, b.harmful],
+                   weight)
 
 
 def make_split(items: Sequence[Item], x: np.ndarray) -> Split:
@@ -138,6 +143,25 @@ def make_split(items: Sequence[Item], x: np.ndarray) -> Split:
     return Split(x, np.array([-1 if i.tier is None else i.tier.rank for i in items]),
                  np.array([i.category.value if i.category else "SAFE" for i in items]),
                  np.array([bool(i.harmful) if i.harmful is not None else i.tier.rank >= 2 for i in items]))
+
+
+@dataclass
+class TrainingData:
+    """One subset's training data for the heads: the items and their embeddings."""
+
+    fb_items: list[Item]
+    fb: Split
+    corpus_items: list[Item]
+    corpus: Split | None  # None without a corpus
+
+
+def load_features(cfg: FrozenConfig, subset: str, embedder, *, progress: bool = True) -> TrainingData:
+    """FlexBench-R valid and the corpus (distillation rows, weak rows) of ``subset``, embedded (cached)."""
+    fb_items, corpus_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak,
+                                                 distill_until=cfg.distill_until)
+    corpus = make_split(corpus_items, featurize(embedder, corpus_items, progress=progress)) if corpus_items else None
+    return TrainingData(fb_items, make_split(fb_items, featurize(embedder, fb_items, progress=progress)),
+                        corpus_items, corpus)
 
 
 def fit_calibrated(fb: Split, extra: Split | None, cfg: FrozenConfig) -> tuple[OrdinalHeads, np.ndarray]:
@@ -148,8 +172,8 @@ def fit_calibrated(fb: Split, extra: Split | None, cfg: FrozenConfig) -> tuple[O
     def train(idx):
         part = fb.take(idx)
         data = part if extra is None else Split.concat(part, extra)
-        w = np.r_[np.full(len(idx), cfg.flexbench_weight),
-                  np.array([]) if extra is None else np.where(extra.tiers >= 0, 1.0, cfg.weak_weight)]
+        w = np.r_[np.full(len(idx), cfg.flexbench_weight), np.array([]) if extra is None
+                  else extra.weight if extra.weight is not None else np.where(extra.tiers >= 0, 1.0, cfg.weak_weight)]
         return fit_heads(data.x, data.tiers, data.cats, w, cfg, harmful=data.harmful)
 
     shifts = np.zeros(N_CUTS)
@@ -217,9 +241,8 @@ def train_frozen(cfg: FrozenConfig, out_dir: str | Path, *, progress: bool = Tru
     oof_by_subset = {}
     for subset in (("prompt", "response") if cfg.subset == "both" else (cfg.subset,)):
         t0 = time.perf_counter()
-        fb_items, extra_items = load_training_items(cfg.flexbench, cfg.distill, subset, weak=cfg.weak)
-        fb = make_split(fb_items, featurize(embedder, fb_items, progress=progress))
-        extra = make_split(extra_items, featurize(embedder, extra_items, progress=progress)) if extra_items else None
+        data = load_features(cfg, subset, embedder, progress=progress)
+        fb_items, extra_items, fb, extra = data.fb_items, data.corpus_items, data.fb, data.corpus
         oof = cross_validate(fb, extra, cfg)
         heads, shifts = fit_calibrated(fb, extra, cfg)
         heads.save(str(out_dir / HEADS_FILES[subset]))
