@@ -88,13 +88,13 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
     budget = base.epochs * (tokens([corpus[k] for k in parts[OLD]]) + fb_tokens)
     shipped = shipped_model_dir("crossencoder")
     card = json.loads((shipped / "card.json").read_text())
+    shipped_cfg = CrossEncoderConfig.from_card(card["config"], flexbench=base.flexbench, distill=base.distill)
     rows = []
     for name in points:
         part = [corpus[k] for k in parts[name]]
         n_epochs = epochs or round(budget / (tokens(part) + fb_tokens), 2)
         cfg = dataclasses.replace(base, epochs=n_epochs, distill_until=OLD_LAST if name == OLD else None)
-        from_card = CrossEncoderConfig.from_card(card["config"], flexbench=cfg.flexbench, distill=cfg.distill)
-        if name == OLD and from_card == cfg and card["corpus_items"] == len(part):
+        if name == OLD and shipped_cfg == cfg and card["corpus_items"] == len(part):
             oof = json.loads((shipped / "cv_oof.json").read_text())
             pos = {s: {i: k for k, i in enumerate(oof[s]["ids"])} for s in fb}
             logits = {s: np.array(oof[s]["cut_logits_int8"])[[pos[s][it.id] for it in fb[s]]] for s in fb}

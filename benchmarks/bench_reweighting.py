@@ -35,7 +35,7 @@ def scheme_weights(corpus, name: str, fb_tiers: np.ndarray) -> np.ndarray:
         w = p_fb[tiers] / p_c[tiers]
     elif name == "source-balanced":
         sources = np.array([it.source or "?" for it in corpus])
-        names, inverse, counts = np.unique(sources, return_inverse=True, return_counts=True)
+        _, inverse, counts = np.unique(sources, return_inverse=True, return_counts=True)
         w = 1.0 / counts[inverse]
     elif name == "hard x2":
         harmful = np.array([it.harmful for it in corpus], dtype=object)

@@ -313,11 +313,10 @@ def breakdown(scores: Sequence[float | None] | np.ndarray, tiers: Sequence[int] 
     out: dict[str, dict[str, Any]] = {}
     names, counts = np.unique(g[g != ""], return_counts=True)
     for name in names[np.argsort(-counts, kind="stable")]:
-        m = g == name
-        idx = np.flatnonzero(m)
-        ev = evaluate(s[m], y[m], policy=policy, flagged=_take(flagged, idx), categories=_take(categories, idx),
+        idx = np.flatnonzero(g == name)
+        ev = evaluate(s[idx], y[idx], policy=policy, flagged=_take(flagged, idx), categories=_take(categories, idx),
                       mode=mode, on_missing=on_missing, n_boot=0)
-        out[str(name)] = {"n": int(m.sum()), **{r: _group_rates(b) for r, b in ev.regimes.items()}}
+        out[str(name)] = {"n": len(idx), **{r: _group_rates(b) for r, b in ev.regimes.items()}}
     return out
 
 

@@ -58,7 +58,8 @@ def breakdown_markdown(groups: dict[str, dict[str, Any]], title: str) -> list[st
     for name, g in groups.items():
         f1 = " | ".join(f"{_f(g[r]['f1'])} ({g[r]['positives']})" for r in regimes)
         fpr = " | ".join(_f(g[r]["fpr"]) for r in regimes)
-        lines.append(f"| {name} | {g['n']} | {f1} | {fpr} |")
+        cell = " ".join(name.split()).replace("|", "\\|")  # a group name from the data must not break the table
+        lines.append(f"| {cell} | {g['n']} | {f1} | {fpr} |")
     return lines
 
 

@@ -402,8 +402,9 @@ def cv_report(cv: CVResult, how: str, *, seed: int = 0) -> dict[str, Any]:
         for name, scores in variants.items():
             ev = evaluate(scores, tiers, n_boot=1000, seed=seed)
             out[s][name] = {**ev.summary(4), "mean_score_by_tier": ev.mean_score_by_tier}
-        out[s]["breakdown"] = {"source": breakdown(scores, tiers, cv.sources[s]),
-                               "gold category": breakdown(scores, tiers, list(cv.cats[s]))}
+        shipped = list(variants.values())[-1]
+        out[s]["breakdown"] = {"source": breakdown(shipped, tiers, cv.sources[s]),
+                               "gold category": breakdown(shipped, tiers, list(cv.cats[s]))}
         unsafe = tiers > 0
         harm_logits = cv.cat[s].copy()
         harm_logits[:, CATEGORY_NAMES.index("SAFE")] = -np.inf  # an unsafe item's category is a harm category
