@@ -2,6 +2,9 @@
 
     python benchmarks/bench_learning_curve.py                     # frozen heads: minutes
     python benchmarks/bench_learning_curve.py --model crossencoder  # the fine-tune: hours; resumable per fold
+    python benchmarks/bench_learning_curve.py --model crossencoder --layers 6 --points "all 17,016"  # capacity
+    python benchmarks/bench_learning_curve.py --model crossencoder --max-len 512 --points "old 7,037"  # window
+    python benchmarks/bench_learning_curve.py --model crossencoder --corpus-weights source-balanced --points "all 17,016"
 
 The corpus grew from 7,037 rows (ids up to ``fbt-07036``) to 17,016. Same protocol as the
 shipped models (5-fold CV on ``flexbench_r`` valid, each fold trained on the other folds plus
@@ -57,7 +60,8 @@ def frozen(seed: int) -> list[dict]:
     return rows
 
 
-def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None, layers: int) -> list[dict]:
+def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None, layers: int,
+                 max_len: int, weights: str) -> list[dict]:
     """The shipped recipe at each point; by default with the old point's compute (token passes) at every point.
 
     Three epochs over 17,016 rows would take 2.5 h of CV on 2 cores; at matched compute every
@@ -68,7 +72,7 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
     """
     import dataclasses
 
-    from flexguard.embedded.minilm import load_minilm_tokenizer
+    from flexguard.embedded.minilm import WINDOW, load_minilm_tokenizer
     from flexguard.embedded.scorers import shipped_model_dir
     from flexguard.metrics import breakdown, evaluate
     from flexguard.train.embedded.config import CrossEncoderConfig
@@ -76,7 +80,11 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
     from flexguard.train.embedded.cv import cross_fitted_scores
 
     base = CrossEncoderConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"), seed=seed, epochs=3,
-                              layers=layers)
+                              layers=layers, max_len=max_len, corpus_weights=weights)
+    variant = (("" if layers == 3 else f"_{layers}_layers") + ("" if max_len == WINDOW else f"_{max_len}_window")
+               + ("" if weights == "none" else f"_{weights}"))
+    label = (f"crossencoder, {layers} layers" + ("" if max_len == WINDOW else f", {max_len}-piece window")
+             + ("" if weights == "none" else f", corpus {weights}"))
     fb, corpus = load_data(base)
     tok = load_minilm_tokenizer()
 
@@ -100,7 +108,7 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
             logits = {s: np.array(oof[s]["cut_logits_int8"])[[pos[s][it.id] for it in fb[s]]] for s in fb}
             how, cv_s = "shipped model's cv_oof.json", card["cv_seconds"]
         else:
-            folder = name.replace(" ", "_").replace(",", "") + ("" if layers == 3 else f"_{layers}_layers")
+            folder = name.replace(" ", "_").replace(",", "") + variant
             cv = cross_validate(fb, part, cfg, work_dir=work / folder)
             logits, how, cv_s = cv.cut_int8, "trained here", cv.seconds
         for subset in fb:
@@ -108,7 +116,7 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
             scores = cross_fitted_scores(logits[subset], tiers, cfg.cut_calibration, seed=seed)
             ev = evaluate(scores, tiers, n_boot=1000, seed=seed)
             by_source = breakdown(scores, tiers, [it.source for it in fb[subset]])
-            rows.append({"model": f"crossencoder, {layers} layers (int8, calibrated)", "subset": subset, "corpus": name,
+            rows.append({"model": f"{label} (int8, calibrated)", "subset": subset, "corpus": name,
                          "corpus_rows": len(part), "epochs": n_epochs, **ev.summary(3),
                          "cv_s": round(cv_s) if np.isfinite(cv_s) else None, "oof_from": how,
                          "loose_f1_by_source": {k: g["loose"]["f1"] for k, g in by_source.items()}})
@@ -117,6 +125,9 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
 
 
 def main() -> None:
+    from flexguard.embedded.minilm import WINDOW
+    from flexguard.train.embedded.config import CORPUS_WEIGHTS
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=["frozen", "crossencoder"], default="frozen")
     ap.add_argument("--seed", type=int, default=0)
@@ -124,11 +135,16 @@ def main() -> None:
     ap.add_argument("--points", nargs="+", choices=[OLD, HALF, ALL], default=[OLD, HALF, ALL],
                     help="cross-encoder: which corpus points to measure (each CV is resumable per fold)")
     ap.add_argument("--layers", type=int, default=3, help="cross-encoder: MiniLM layers kept (3 ships; 6 = all)")
+    ap.add_argument("--max-len", type=int, default=WINDOW,
+                    help=f"cross-encoder: word pieces per window ({WINDOW} ships; MiniLM has 512)")
+    ap.add_argument("--corpus-weights", default="none", choices=CORPUS_WEIGHTS,
+                    help="cross-encoder: loss weights of the corpus rows (see flexguard train encoder --help)")
     ap.add_argument("--epochs", type=float, default=None,
                     help="cross-encoder: epochs at every point (default: the old point's compute, 3 epochs over 7,037 rows)")
     args = ap.parse_args()
     rows = (frozen(args.seed) if args.model == "frozen"
-            else crossencoder(args.seed, Path(args.work), args.points, args.epochs, args.layers))
+            else crossencoder(args.seed, Path(args.work), args.points, args.epochs, args.layers, args.max_len,
+                               args.corpus_weights))
     print(table(rows, ["model", "subset", "corpus", "corpus_rows", "f1_strict", "f1_moderate", "f1_loose", "worst_f1",
                        "worst_f1_ci", "spearman"]))
     for subset in ("prompt", "response"):  # where the loose cut fails, and whether more data mends it

@@ -5,13 +5,13 @@
 The 17,016-row corpus has another tier mix than FlexBench-R (far more BENIGN/LOW responses) and
 other sources; its newer rows were picked where a scorer was unsure. Same folds, seed and heads as
 the shipped frozen model (MLP cut heads, no cut shifts), all corpus rows, only the corpus rows'
-loss weights change (each scheme's weights have mean 1, FlexBench rows keep weight 2):
+loss weights change (:func:`flexguard.train.embedded.cv.corpus_weights`, mean 1; FlexBench rows keep weight 2):
 
 * ``none``: every corpus row weight 1 (the shipped recipe);
 * ``tier-matched``: a row of tier t weighs p_FlexBench(t) / p_corpus(t), per subset, so the
   corpus's tier mix becomes FlexBench's (label-shift correction);
 * ``source-balanced``: every source contributes the same total weight;
-* ``hard x2``: rows where the teacher's tier contradicts the source's binary label (harmful but
+* ``hard-x2``: rows where the teacher's tier contradicts the source's binary label (harmful but
   BENIGN/LOW, or unharmful but MODERATE or worse: the "kill a process" and fiction-framing
   traps) weigh twice the others.
 """
@@ -20,33 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from _common import DATA, table, write_result
-
-
-def scheme_weights(corpus, name: str, fb_tiers: np.ndarray) -> np.ndarray:
-    tiers = np.array([it.tier.rank for it in corpus])
-    if name == "none":
-        w = np.ones(len(corpus))
-    elif name == "tier-matched":
-        p_fb = np.bincount(fb_tiers, minlength=5) / len(fb_tiers)
-        p_c = np.bincount(tiers, minlength=5) / len(tiers)
-        w = p_fb[tiers] / p_c[tiers]
-    elif name == "source-balanced":
-        sources = np.array([it.source or "?" for it in corpus])
-        _, inverse, counts = np.unique(sources, return_inverse=True, return_counts=True)
-        w = 1.0 / counts[inverse]
-    elif name == "hard x2":
-        harmful = np.array([it.harmful for it in corpus], dtype=object)
-        hard = ((harmful == True) & (tiers <= 1)) | ((harmful == False) & (tiers >= 2))  # noqa: E712 (None: unknown)
-        w = np.where(hard, 2.0, 1.0)
-    else:
-        raise ValueError(name)
-    return w / w.mean()
-
-
-SCHEMES = ("none", "tier-matched", "source-balanced", "hard x2")
 
 
 def main() -> None:
@@ -56,7 +30,8 @@ def main() -> None:
 
     from flexguard.embedded.minilm import MiniLMEmbedder
     from flexguard.metrics import evaluate
-    from flexguard.train.embedded.config import FrozenConfig
+    from flexguard.train.embedded.config import CORPUS_WEIGHTS, FrozenConfig
+    from flexguard.train.embedded.cv import corpus_weights
     from flexguard.train.embedded.frozen import cross_validate, load_features
 
     cfg = FrozenConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"), seed=args.seed)
@@ -65,8 +40,9 @@ def main() -> None:
     for subset in ("prompt", "response"):
         data = load_features(cfg, subset, emb)
         fb, extra = data.fb, data.corpus
-        for name in SCHEMES:
-            extra.weight = w_corpus = scheme_weights(data.corpus_items, name, fb.tiers)
+        for name in CORPUS_WEIGHTS:  # tier-matched to all of FlexBench valid, not just the training folds: a
+            # slightly optimistic mix (the cross-encoder's --corpus-weights uses the training folds' tiers only)
+            extra.weight = w_corpus = corpus_weights(data.corpus_items, name, {subset: fb.tiers})
             oof = cross_validate(fb, extra, cfg)
             ev = evaluate(oof["score"], fb.tiers, n_boot=1000, seed=args.seed)
             rows.append({"subset": subset, "corpus weights": name, "max weight": round(float(w_corpus.max()), 2),

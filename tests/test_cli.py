@@ -38,6 +38,7 @@ def test_bench_with_predictions_writes_metrics_report_plots(tmp_path, flexbench_
     assert "### By source" in report and "### By gold category" in report
     assert m["breakdown"]["source"]["fixture"]["n"] == 10
     assert sum(g["n"] for g in m["breakdown"]["gold category"].values()) == 10
+    assert "### By length" in report and sum(g["n"] for g in m["breakdown"]["length"].values()) == 10
     assert (out / "score_by_tier.png").stat().st_size > 1000 and (out / "f1_by_regime.png").exists()
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 10
     # report puts runs side by side

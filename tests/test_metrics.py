@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from flexguard.errors import DataError
-from flexguard.metrics import best_f1_threshold, binary_metrics, breakdown, evaluate, threshold_sweep
+from flexguard.metrics import best_f1_threshold, binary_metrics, breakdown, evaluate, item_groups, length_group, threshold_sweep
+from flexguard.rubric import Category
+from flexguard.schema import Item
 from flexguard.thresholds import Policy
 
 TIERS = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3, 4])
@@ -148,3 +150,13 @@ def test_breakdown_follows_binary_decisions_and_missing_policy():
     assert breakdown(scores, [4, 0, 4], ["g"] * 3, flagged=[True, None, None], on_missing="safe")["g"]["loose"]["fpr"] == 0.0
     with pytest.raises(DataError, match="groups"):
         breakdown(scores, [4, 0, 4], ["g"])
+
+
+def test_length_groups_cover_every_length_once_and_count_the_response():
+    edges = {99: "< 100 chars", 100: "100–299 chars", 299: "100–299 chars", 300: "300–999 chars",
+             999: "300–999 chars", 1000: "1,000+ chars"}
+    assert {n: length_group("x" * n) for n in edges} == edges
+    assert length_group("x" * 50, "y" * 60) == "100–299 chars"  # a response item is as long as its pair
+    items = [Item(id="a", prompt="hi", source="s", category=Category.SAFE), Item(id="b", prompt="x" * 400)]
+    assert item_groups(items) == {"source": ["s", None], "gold category": ["SAFE", None],
+                                  "length": ["< 100 chars", "300–999 chars"]}

@@ -105,6 +105,11 @@ def test_layers_are_cut_and_bad_config_rejected(tiny_base):
         CrossEncoderConfig(cut_calibration="magic")
     with pytest.raises(ConfigError, match="soft_targets"):
         CrossEncoderConfig(soft_targets=-1)
+    assert build_model(CrossEncoderConfig(base=tiny_base, layers=None, max_len=512))  # every position the base has
+    with pytest.raises(ConfigError, match="only 512 positions"):
+        build_model(CrossEncoderConfig(base=tiny_base, layers=None, max_len=513))
+    with pytest.raises(ConfigError, match="max_len"):
+        CrossEncoderConfig(max_len=8)
 
 
 def test_export_int8_and_fp32_match_torch(tiny_base, tmp_path):
@@ -168,7 +173,7 @@ def test_cli_finetune_then_score(tiny_base, training_folders, tmp_path, capsys):
     # where it fails, per source and gold category, in the report and the card
     by_source = report["cv"]["prompt"]["breakdown"]["source"]
     assert sum(g["n"] for g in by_source.values()) == report["train_items"]["prompt"]
-    assert "Where it fails: response items by gold category" in card
+    assert "Where it fails: response items by gold category" in card and "response items by length" in card
     mod = get_moderator(f"embedded:{out}")
     assert mod.info()["trained_on"]  # the card names its training files, so bench can warn about in-sample use
     res = mod.score([Item(id="1", prompt="What is the capital of France?"),

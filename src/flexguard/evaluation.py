@@ -16,7 +16,7 @@ import numpy as np
 
 from .calibrate import ThresholdCalibrator, cross_fitted_evaluation
 from .data import Benchmark
-from .metrics import Evaluation, breakdown, evaluate
+from .metrics import Evaluation, breakdown, evaluate, item_groups
 from .moderators import Moderator
 from .report import write_report
 from .runner import score_items
@@ -73,11 +73,9 @@ def run_bench(
                 + ", ".join(f"{r} {np.mean([t[r] for t in fold_th]):.1f}" for r in policy.regime_names))
         extra.append(("calibrated", f"Calibrated thresholds ({calibrate}, cross-fitted)", ev_cal, note))
     warning = in_sample_warning(moderator, bench.origin)
-    groups = {"source": [it.source for it in bench.items],
-              "gold category": [None if it.category is None else it.category.value for it in bench.items]}
     breakdowns = {by: breakdown(scores, tiers, g, policy=policy, flagged=flagged, categories=cats, mode=bench.subset,
                                 on_missing=ev.missing_policy)
-                  for by, g in groups.items() if any(g)}
+                  for by, g in item_groups(bench.items).items() if any(g)}
     metrics = write_report(out, ev, manifest, title=f"FlexBench {bench.subset}/{bench.split}: {manifest['model']}",
                            scores=scores, tiers=tiers, extra_sections=extra,
                            extra_metrics={"in_sample_warning": warning} if warning else None, breakdowns=breakdowns)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import DataError
 from .rubric import Tier
+from .schema import Item
 from .thresholds import Policy
 
 _EPS = 1e-12
@@ -318,6 +319,34 @@ def breakdown(scores: Sequence[float | None] | np.ndarray, tiers: Sequence[int] 
                       mode=mode, on_missing=on_missing, n_boot=0)
         out[str(name)] = {"n": len(idx), **{r: _group_rates(b) for r, b in ev.regimes.items()}}
     return out
+
+
+LENGTH_EDGES = (100, 300, 1000)  # characters of the prompt plus the response
+
+
+def length_group(prompt: str, response: str | None = None) -> str:
+    """The length bucket :func:`breakdown` reports group items by, in characters (any script, any model).
+
+    Long texts are where a windowed encoder could lose the thread, short ones where a
+    direct request has no context to go by; the buckets show which one costs F1.
+
+    >>> length_group("how do I kill a process?"), length_group("q", "a" * 5000)
+    ('< 100 chars', '1,000+ chars')
+    """
+    n = len(prompt) + len(response or "")
+    k = int(np.searchsorted(LENGTH_EDGES, n, side="right"))
+    if k == 0:
+        return f"< {LENGTH_EDGES[0]:,} chars"
+    if k == len(LENGTH_EDGES):
+        return f"{LENGTH_EDGES[-1]:,}+ chars"
+    return f"{LENGTH_EDGES[k - 1]:,}–{LENGTH_EDGES[k] - 1:,} chars"
+
+
+def item_groups(items: Sequence[Item]) -> dict[str, list[str | None]]:
+    """The groupings every report breaks quality down by: source dataset, gold category, length."""
+    return {"source": [it.source for it in items],
+            "gold category": [None if it.category is None else it.category.value for it in items],
+            "length": [length_group(it.prompt, it.response) for it in items]}
 
 
 def _take(values: Sequence[Any] | None, idx: np.ndarray) -> list[Any] | None:

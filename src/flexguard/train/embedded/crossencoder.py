@@ -39,10 +39,19 @@ from ...embedded.crossencoder import MODEL_FILE, CrossEncoderMeta, pool_windows
 from ...embedded.minilm import WINDOW, encode_windows, length_batches, pad_batch
 from ...embedded.ordinal import N_CUTS
 from ...errors import ConfigError, DataError
+from ...metrics import breakdown, evaluate, item_groups
 from ...rubric import CATEGORY_NAMES, TIER_CUTS
 from ...schema import MODES, Item, split_by_mode
 from .config import CrossEncoderConfig
-from .cv import OOF_FILE, cross_fitted_scores, fit_cut_shifts, load_training_items, outer_cv_folds, scores_from_logits
+from .cv import (
+    OOF_FILE,
+    corpus_weights,
+    cross_fitted_scores,
+    fit_cut_shifts,
+    load_training_items,
+    outer_cv_folds,
+    scores_from_logits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,8 @@ def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = No
 
     base = cfg.base or default_base_model()
     conf = AutoConfig.from_pretrained(base)
+    if cfg.max_len > conf.max_position_embeddings:
+        raise ConfigError(f"max_len={cfg.max_len} but {base} has only {conf.max_position_embeddings} positions")
     if cfg.layers:
         if cfg.layers > conf.num_hidden_layers:
             raise ConfigError(f"layers={cfg.layers} but {base} has only {conf.num_hidden_layers}")
@@ -290,8 +301,14 @@ class CVResult:
     cut_int8: dict[str, np.ndarray]
     tiers: dict[str, np.ndarray]
     cats: dict[str, np.ndarray]
-    sources: dict[str, list[str | None]]
+    groups: dict[str, dict[str, list[str | None]]]  # per subset, :func:`flexguard.metrics.item_groups`
     seconds: float  # compute time of all folds, those resumed from an earlier run included; NaN if one is unknown
+
+
+def _weights(fb_train: Sequence[Item], corpus: Sequence[Item], cfg: CrossEncoderConfig) -> np.ndarray:
+    """Loss weights of ``fb_train + corpus``; the corpus is reweighted from the FlexBench rows trained on only."""
+    fb_tiers = {s: np.array([it.tier.rank for it in fb_train if it.mode == s]) for s in MODES}
+    return np.r_[np.full(len(fb_train), cfg.flexbench_weight), corpus_weights(corpus, cfg.corpus_weights, fb_tiers)]
 
 
 def outer_folds(fb: dict[str, list[Item]], cfg: CrossEncoderConfig) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
@@ -337,7 +354,7 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Cross
         res.cat[s] = np.zeros((len(items), len(CATEGORY_NAMES)))
         res.tiers[s] = np.array([it.tier.rank for it in items])
         res.cats[s] = np.array([it.category.value if it.category else "SAFE" for it in items])
-        res.sources[s] = [it.source for it in items]
+        res.groups[s] = item_groups(items)
     folds_dir = None if work_dir is None else Path(work_dir)
     key = _fold_key(cfg, fb, corpus)
     for k in range(cfg.cv_folds):
@@ -353,7 +370,7 @@ def cross_validate(fb: dict[str, list[Item]], corpus: Sequence[Item], cfg: Cross
                     continue
         t0 = time.perf_counter()
         train = [it for s, items in fb.items() for i in splits[s][k][0] for it in [items[i]]]
-        model = fit(train + list(corpus), [cfg.flexbench_weight] * len(train) + [1.0] * len(corpus), cfg, progress=progress)
+        model = fit(train + list(corpus), _weights(train, corpus, cfg), cfg, progress=progress)
         with tempfile.TemporaryDirectory() as tmp:
             if check_int8:
                 export_onnx(model, tmp, _meta(cfg, model, {}))
@@ -387,9 +404,7 @@ def _meta(cfg: CrossEncoderConfig, model, shifts: dict[str, np.ndarray]) -> Cros
 
 def cv_report(cv: CVResult, how: str, *, seed: int = 0) -> dict[str, Any]:
     """Per subset: F1 per regime, avg, worst, spread, Spearman, category accuracy of each variant, and
-    where the shipped variant (the last) fails: its rates per source dataset and per gold category."""
-    from ...metrics import breakdown, evaluate
-
+    where the shipped variant (the last) fails: its rates per source dataset, gold category and length."""
     out: dict[str, Any] = {}
     for s in cv.cut:
         tiers = cv.tiers[s]
@@ -403,8 +418,7 @@ def cv_report(cv: CVResult, how: str, *, seed: int = 0) -> dict[str, Any]:
             ev = evaluate(scores, tiers, n_boot=1000, seed=seed)
             out[s][name] = {**ev.summary(4), "mean_score_by_tier": ev.mean_score_by_tier}
         shipped = list(variants.values())[-1]
-        out[s]["breakdown"] = {"source": breakdown(shipped, tiers, cv.sources[s]),
-                               "gold category": breakdown(shipped, tiers, list(cv.cats[s]))}
+        out[s]["breakdown"] = {by: breakdown(shipped, tiers, g) for by, g in cv.groups[s].items() if any(g)}
         unsafe = tiers > 0
         harm_logits = cv.cat[s].copy()
         harm_logits[:, CATEGORY_NAMES.index("SAFE")] = -np.inf  # an unsafe item's category is a harm category
@@ -448,7 +462,7 @@ def train_crossencoder(cfg: CrossEncoderConfig, out_dir: str | Path, *, progress
     (out_dir / OOF_FILE).write_text(json.dumps(oof))
     t0 = time.perf_counter()
     all_fb = [it for items in fb.values() for it in items]
-    model = fit(all_fb + list(corpus), [cfg.flexbench_weight] * len(all_fb) + [1.0] * len(corpus), cfg, progress=progress)
+    model = fit(all_fb + list(corpus), _weights(all_fb, corpus, cfg), cfg, progress=progress)
     report["train_seconds"] = round(time.perf_counter() - t0, 1)
     report["cut_shifts"] = {s: [round(float(x), 4) for x in v] for s, v in shifts.items()}
     report["log_history"] = model.log_history

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ...data import load_flexbench, read_table, rows_to_items
 from ...embedded.ordinal import N_CUTS, cumulative_from_logits, cumulative_to_score
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ...metrics import best_f1_threshold
 from ...schema import MODES, Item
+from .config import CORPUS_WEIGHTS
 
 #: out-of-fold FlexBench-R predictions by item id (no texts) that every embedded training writes next to its model
 OOF_FILE = "cv_oof.json"
@@ -44,6 +46,55 @@ def load_training_items(flexbench: str, distill: str | None, subset: str, *, wea
 
         extra += [it for b in load_public(weak).values() if b.subset == subset for it in b.items]
     return fb, extra
+
+
+def corpus_weights(corpus: Sequence[Item], scheme: str, fb_tiers: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Loss weights of the teacher corpus's rows under ``scheme``, mean 1 within each mode.
+
+    The corpus differs from FlexBench-R in tier mix (far more BENIGN/LOW responses), in sources,
+    and in how many rows sit where a source's binary label and the teacher disagree; each
+    scheme corrects one of these:
+
+    * ``none``: every row 1;
+    * ``tier-matched``: a row of tier t weighs p_FlexBench(t) / p_corpus(t) within its mode, so the
+      corpus's tier mix becomes that of ``fb_tiers`` (FlexBench tier ranks per mode: pass only
+      the training folds' in a CV);
+    * ``source-balanced``: every source dataset contributes the same total weight within its mode;
+    * ``hard-x2``: rows where the teacher contradicts the source's binary label (harmful but
+      BENIGN/LOW, unharmful but MODERATE or worse: "kill a process", fiction framing) weigh 2.
+
+    Rows without a tier (weakly labelled public rows) are outside every scheme and keep 1.
+
+    >>> from flexguard.rubric import Tier
+    >>> rows = [Item(id=str(k), prompt="p", source=src, tier=Tier.LOW) for k, src in enumerate("aab")]
+    >>> corpus_weights(rows, "source-balanced", {}).round(2)
+    array([0.75, 0.75, 1.5 ])
+    """
+    if scheme not in CORPUS_WEIGHTS:
+        raise ConfigError(f"corpus_weights must be one of {', '.join(CORPUS_WEIGHTS)}, got {scheme!r}")
+    w = np.ones(len(corpus))
+    for mode in MODES:
+        idx = np.array([k for k, it in enumerate(corpus) if it.mode == mode and it.tier is not None], dtype=int)
+        if scheme == "none" or not len(idx):
+            continue
+        tiers = np.array([corpus[k].tier.rank for k in idx])
+        if scheme == "tier-matched":
+            if len(fb_tiers.get(mode, ())) == 0:
+                raise DataError(f"tier-matched corpus weights need FlexBench {mode} tiers to match")
+            p_fb = np.bincount(fb_tiers[mode], minlength=5) / len(fb_tiers[mode])
+            w[idx] = p_fb[tiers] / (np.bincount(tiers, minlength=5) / len(tiers))[tiers]
+        elif scheme == "source-balanced":
+            _, inverse, counts = np.unique([corpus[k].source or "?" for k in idx], return_inverse=True,
+                                           return_counts=True)
+            w[idx] = 1.0 / counts[inverse]
+        else:
+            harmful = [corpus[k].harmful for k in idx]
+            hard = [(h is True and t <= 1) or (h is False and t >= 2) for h, t in zip(harmful, tiers)]
+            w[idx] = np.where(hard, 2.0, 1.0)
+        if w[idx].sum() == 0:
+            raise DataError(f"{scheme} corpus weights are all 0 on {mode} rows: FlexBench has none of their tiers")
+        w[idx] /= w[idx].mean()
+    return w
 
 
 def corpus_row_number(item_id: str) -> int:
