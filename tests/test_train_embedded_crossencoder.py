@@ -91,6 +91,46 @@ def test_fit_with_soft_targets_uses_the_risk_scores(tiny_base):
     assert cut[tiers == 4, 0].min() > cut[tiers == 0, 0].max()
 
 
+def test_rationale_auxiliary_loss_teaches_the_reasons_and_skips_rows_without_one(tiny_base, tmp_path):
+    from flexguard.embedded.minilm import load_minilm_tokenizer
+    from flexguard.errors import DataError
+    from flexguard.train.embedded.crossencoder import _collate, build_model, rationale_embeddings
+
+    why = {0: "an ordinary harmless question", 1: "mildly rude but no real harm", 2: "risky advice without details",
+           3: "operational help toward serious violence", 4: "step by step instructions for mass casualties"}
+    items = [dataclasses.replace(it, rationale=why[it.tier.rank] if n % 3 else None)
+             for n, it in enumerate(fixture_items())]
+    rat = rationale_embeddings(items)
+    assert (np.abs(rat).sum(1) > 0).tolist() == [it.rationale is not None for it in items]
+    cfg = CrossEncoderConfig(base=tiny_base, layers=None, lr=3e-3, max_steps=40, batch_size=8, max_len=64,
+                             rationale_weight=1.0)
+    data = make_train_set(items, [1.0] * len(items), load_minilm_tokenizer(), 64, rationale=rat)
+    batch = _collate([data[i] for i in range(len(data))])
+
+    def rationale_loss(model):  # the auxiliary term alone: the loss with the rationales minus without
+        with torch.no_grad():
+            return float(model(**batch)["loss"] - model(**{k: v for k, v in batch.items() if k != "rationale"})["loss"])
+
+    untrained = build_model(cfg, data.pos_weight(), rat.shape[1])
+    trained = fit(items, [1.0] * len(items), cfg, progress=False)
+    assert 0 < rationale_loss(trained) < rationale_loss(untrained)
+    plain = fit(items, [1.0] * len(items), dataclasses.replace(cfg, rationale_weight=0.0), progress=False)
+    assert plain.rationale_head is None  # off by default: nothing extra is built or trained
+    export_onnx(trained, tmp_path, _meta(cfg, trained, {}), quantize=False)  # the head is training-only
+    prompts = [it for it in items if it.response is None][:4]
+    w = encode_windows(load_minilm_tokenizer(), [it.prompt for it in prompts], max_len=64)
+    got = pool_windows(*CrossEncoderRuntime(tmp_path).logits(w), w.owner, 4)[0]
+    assert np.abs(got - torch_logits(trained, prompts, max_len=64)[0]).max() < 1e-4
+    # a row without a rationale adds nothing: zeroing every target leaves the plain loss
+    with torch.no_grad():
+        zeroed = untrained(**{**batch, "rationale": torch.zeros_like(batch["rationale"])})["loss"]
+        assert float(zeroed) == pytest.approx(float(untrained(**{k: v for k, v in batch.items() if k != "rationale"})["loss"]))
+    with pytest.raises(DataError, match="no training item carries a rationale"):
+        rationale_embeddings(fixture_items())
+    with pytest.raises(ConfigError, match="rationale_weight"):
+        CrossEncoderConfig(rationale_weight=-1)
+
+
 def test_layers_are_cut_and_bad_config_rejected(tiny_base):
     from pathlib import Path
 
@@ -126,6 +166,8 @@ def test_export_int8_and_fp32_match_torch(tiny_base, tmp_path):
         for idx, prompts, responses in split_by_mode(items):
             w = encode_windows(rt.tokenizer, prompts, responses, max_len=64)
             got[idx] = pool_windows(*rt.logits(w), w.owner, len(idx))[0]
+        # exporting leaves the torch model as it was: the CV scores it after exporting (dropout stays off)
+        assert not model.training and np.array_equal(torch_logits(model, items, max_len=64)[0], ref)
         if tol:
             assert np.abs(got - ref).max() < tol
         else:  # int8 weights move the logits a little, not the ranking

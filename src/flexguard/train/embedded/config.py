@@ -110,6 +110,9 @@ class CrossEncoderConfig(EmbeddedTrainConfig):
     soft_targets: float = field(default=0.0, metadata={
         "help": "score distillation: cut targets sigmoid((risk_score - cut) / W) with width W in score points, so "
                 "items near a cut carry partial credit; 0 = hard tier targets (rows without a risk_score keep them)"})
+    rationale_weight: float = field(default=0.0, metadata={
+        "help": "weight of an auxiliary loss: the pooled encoding predicts the (frozen MiniLM) embedding of the "
+                "teacher's rationale, on corpus rows that carry one, so the encoder learns why an item is risky; 0 = off"})
     corpus_weights: str = field(default="none", metadata={
         "help": "loss weights of the corpus rows, mean 1 per mode: 'none', 'tier-matched' (FlexBench's tier mix), "
                 "'source-balanced' (each source the same total) or 'hard-x2' (teacher contradicts the source's label)",
@@ -131,5 +134,7 @@ class CrossEncoderConfig(EmbeddedTrainConfig):
             raise ConfigError(f"fold_seed must be >= 0, got {self.fold_seed}")
         if self.corpus_weights not in CORPUS_WEIGHTS:
             raise ConfigError(f"corpus_weights must be one of {', '.join(CORPUS_WEIGHTS)}, got {self.corpus_weights!r}")
+        if self.rationale_weight < 0:
+            raise ConfigError(f"rationale_weight must be >= 0, got {self.rationale_weight}")
         if self.soft_targets < 0:
             raise ConfigError(f"soft_targets is a width in score points (>= 0), got {self.soft_targets}")

@@ -76,8 +76,12 @@ def _torch_modules():
     return torch, nn
 
 
-def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = None):
-    """MiniLM (optionally its first ``layers`` layers) + mean pooling + cut and category heads."""
+def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = None, rationale_dim: int = 0):
+    """MiniLM (optionally its first ``layers`` layers) + mean pooling + cut and category heads.
+
+    With ``rationale_dim`` a training-only head maps the pooled encoding to the space of the
+    rationale embeddings (``cfg.rationale_weight``); scoring and the exported graph never use it.
+    """
     torch, nn = _torch_modules()
     from transformers import AutoConfig, AutoModel
 
@@ -111,8 +115,10 @@ def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = No
             self.cut_head = nn.Linear(hidden, N_CUTS)
             self.cat_head = nn.Linear(hidden, len(CATEGORY_NAMES))
             self.register_buffer("pos_weight", torch.tensor(pos_weight or [1.0] * N_CUTS, dtype=torch.float32))
+            self.rationale_head = nn.Linear(hidden, rationale_dim) if rationale_dim else None
 
-        def forward(self, input_ids, attention_mask, token_type_ids, targets=None, cats=None, weight=None):
+        def forward(self, input_ids, attention_mask, token_type_ids, targets=None, cats=None, weight=None,
+                    rationale=None):
             h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(h.dtype)
@@ -124,6 +130,10 @@ def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = No
                 cut_logits, targets, pos_weight=self.pos_weight, reduction="none").mean(1)
             cat_loss = nn.functional.cross_entropy(cat_logits, cats, reduction="none")
             loss = ((cut_loss + cfg.category_weight * cat_loss) * weight).sum() / weight.sum()
+            if rationale is not None and self.rationale_head is not None:  # rows without one: all-zero targets
+                w = weight * (rationale.abs().sum(1) > 0)
+                miss = 1.0 - nn.functional.cosine_similarity(self.rationale_head(pooled), rationale, dim=1)
+                loss = loss + cfg.rationale_weight * (miss * w).sum() / w.sum().clamp(min=1e-8)
             return {"loss": loss, "cut_logits": cut_logits}
 
     torch.manual_seed(cfg.seed)
@@ -140,13 +150,17 @@ class TrainSet:
     targets: np.ndarray  # (n, N_CUTS) P(tier >= k) the cut logits learn: 0/1, or soft near a cut
     cats: np.ndarray
     weights: np.ndarray
+    rationale: np.ndarray | None = None  # (n, d) embeddings of the teacher's rationales; zeros where there is none
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "token_type_ids": self.types[i], "targets": self.targets[i],
-                "cats": int(self.cats[i]), "weight": float(self.weights[i])}
+        row = {"input_ids": self.ids[i], "token_type_ids": self.types[i], "targets": self.targets[i],
+               "cats": int(self.cats[i]), "weight": float(self.weights[i])}
+        if self.rationale is not None:
+            row["rationale"] = self.rationale[i]
+        return row
 
     def pos_weight(self) -> list[float]:
         """Class balance per cut: negatives / positives, weighted like the loss."""
@@ -180,8 +194,11 @@ def cut_targets(tiers: np.ndarray, risk_scores: np.ndarray, soft_width: float = 
 
 
 def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, max_len: int,
-                   soft_width: float = 0.0) -> TrainSet:
-    """Rows of labelled items of either mode (prompt items first); every item needs a tier."""
+                   soft_width: float = 0.0, rationale: np.ndarray | None = None) -> TrainSet:
+    """Rows of labelled items of either mode (prompt items first); every item needs a tier.
+
+    ``rationale``: optional (len(items), d) embeddings of the items' rationales, zeros where none.
+    """
     if any(it.tier is None for it in items):
         raise DataError("fine-tuning needs a tier (severity or risk score) on every training item")
     ids, types, order = [], [], []
@@ -194,7 +211,22 @@ def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, m
     scores = np.array([np.nan if items[k].risk_score is None else items[k].risk_score for k in order], float)
     return TrainSet(ids, types, tiers, cut_targets(tiers, scores, soft_width),
                     np.array([CATEGORY_NAMES.index(items[k].category.value if items[k].category else "SAFE") for k in order]),
-                    np.asarray(weights, float)[order])
+                    np.asarray(weights, float)[order], None if rationale is None else rationale[order])
+
+
+def rationale_embeddings(items: Sequence[Item], *, progress: bool = False) -> np.ndarray:
+    """(n, 384) frozen MiniLM embeddings of the items' rationales (cached), zeros for items without one."""
+    from ...embedded.minilm import MiniLMEmbedder
+    from .frozen import embed_texts
+
+    has = [k for k, it in enumerate(items) if it.rationale and it.rationale.strip()]
+    if not has:
+        raise DataError("rationale_weight > 0 but no training item carries a rationale (the distillation "
+                        "corpus's 'rationale' column)")
+    vecs = embed_texts(MiniLMEmbedder(max_chunks=1), [items[k].rationale for k in has], progress=progress)
+    out = np.zeros((len(items), vecs.shape[1]), np.float32)
+    out[has] = vecs
+    return out
 
 
 def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -204,6 +236,8 @@ def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     batch["targets"] = torch.tensor(np.stack([r["targets"] for r in rows]), dtype=torch.float32)
     batch["cats"] = torch.tensor([r["cats"] for r in rows])
     batch["weight"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
+    if "rationale" in rows[0]:
+        batch["rationale"] = torch.from_numpy(np.stack([r["rationale"] for r in rows]))
     return batch
 
 
@@ -215,8 +249,9 @@ def fit(items: Sequence[Item], weights: Sequence[float], cfg: CrossEncoderConfig
 
     from ...embedded.minilm import load_minilm_tokenizer
 
-    data = make_train_set(items, weights, load_minilm_tokenizer(), cfg.max_len, cfg.soft_targets)
-    model = build_model(cfg, data.pos_weight())
+    rationale = rationale_embeddings(items, progress=progress) if cfg.rationale_weight > 0 else None
+    data = make_train_set(items, weights, load_minilm_tokenizer(), cfg.max_len, cfg.soft_targets, rationale)
+    model = build_model(cfg, data.pos_weight(), 0 if rationale is None else rationale.shape[1])
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
             output_dir=tmp, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
@@ -273,7 +308,9 @@ def export_onnx(model, folder: str | Path, meta: CrossEncoderMeta, *, quantize: 
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes on shape-dependent Python branches: the graph is checked in tests
         inputs = tuple(torch.from_numpy(dummy[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
-        torch.onnx.export(Wrapper(model.eval()), inputs,
+        # the wrapper in eval mode too: the exporter restores the wrapper's mode afterwards, recursively, and a
+        # fresh module is in training mode, which would leave ``model`` with dropout on for the caller
+        torch.onnx.export(Wrapper(model).eval(), inputs,
                           str(fp32), input_names=["input_ids", "attention_mask", "token_type_ids"],
                           output_names=["cut_logits", "cat_logits"], opset_version=17, dynamo=False,
                           dynamic_axes={"input_ids": dyn, "attention_mask": dyn, "token_type_ids": dyn,
