@@ -2,9 +2,11 @@
 
     python benchmarks/bench_learning_curve.py                     # frozen heads: minutes
     python benchmarks/bench_learning_curve.py --model crossencoder  # the fine-tune: hours; resumable per fold
+    python benchmarks/bench_learning_curve.py --vary flexbench    # frozen heads over in-domain rows instead
     python benchmarks/bench_learning_curve.py --model crossencoder --layers 6 --points "all 17,016"  # capacity
     python benchmarks/bench_learning_curve.py --model crossencoder --max-len 512 --points "old 7,037"  # window
     python benchmarks/bench_learning_curve.py --model crossencoder --corpus-weights source-balanced --points "all 17,016"
+    python benchmarks/bench_learning_curve.py --model crossencoder --rationale-weight 1 --points "all 17,016"
 
 The corpus grew from 7,037 rows (ids up to ``fbt-07036``) to 17,016. Same protocol as the
 shipped models (5-fold CV on ``flexbench_r`` valid, each fold trained on the other folds plus
@@ -60,8 +62,48 @@ def frozen(seed: int) -> list[dict]:
     return rows
 
 
+FB_SHARES = (0.0, 0.25, 0.5, 1.0)  # of the FlexBench-R rows in the training folds
+
+
+def frozen_in_domain(seed: int) -> list[dict]:
+    """The other axis: vary the FlexBench-R rows each fold trains on, with the whole corpus (and without).
+
+    If the loose cut climbs steeply with in-domain rows while the teacher corpus (ten times as
+    many rows) leaves it flat, labels in FlexBench's own convention are what would move it.
+    The training folds' rows are subsampled per tier (seeded); the held-out folds are unchanged.
+    """
+    from sklearn.model_selection import train_test_split
+
+    from flexguard.embedded.minilm import MiniLMEmbedder
+    from flexguard.metrics import evaluate
+    from flexguard.train.embedded.config import FrozenConfig
+    from flexguard.train.embedded.cv import outer_cv_folds
+    from flexguard.train.embedded.frozen import fit_calibrated, load_features, predict_scores
+
+    cfg = FrozenConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"), seed=seed)
+    emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
+    rows = []
+    for subset in ("prompt", "response"):
+        data = load_features(cfg, subset, emb)
+        fb = data.fb
+        for share, corpus in [*((f, data.corpus) for f in FB_SHARES), (1.0, None)]:
+            score, used = np.zeros(len(fb.tiers)), 0
+            for tr, te in outer_cv_folds(fb.tiers, cfg.cv_folds, cfg.seed):
+                keep = (tr if share == 1.0 else np.array([], int) if share == 0.0 else
+                        train_test_split(tr, train_size=share, stratify=fb.tiers[tr], random_state=seed)[0])
+                heads, _ = fit_calibrated(fb.take(keep), corpus, cfg)
+                score[te], used = predict_scores(heads, fb.x[te]), used + len(keep)
+            ev = evaluate(score, fb.tiers, n_boot=1000, seed=seed)
+            rows.append({"model": "frozen", "subset": subset, "flexbench_share": share,
+                         "flexbench_rows_per_fold": round(used / cfg.cv_folds),
+                         "corpus": "all 17,016" if corpus is not None else "none",
+                         **ev.summary(3), "loose_auroc": round(ev.regimes["loose"].auroc, 3)})
+            print(table(rows[-1:], list(rows[-1])), flush=True)
+    return rows
+
+
 def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None, layers: int,
-                 max_len: int, weights: str) -> list[dict]:
+                 max_len: int, weights: str, rationale: float) -> list[dict]:
     """The shipped recipe at each point; by default with the old point's compute (token passes) at every point.
 
     Three epochs over 17,016 rows would take 2.5 h of CV on 2 cores; at matched compute every
@@ -74,17 +116,17 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
 
     from flexguard.embedded.minilm import WINDOW, load_minilm_tokenizer
     from flexguard.embedded.scorers import shipped_model_dir
-    from flexguard.metrics import breakdown, evaluate
+    from flexguard.metrics import breakdown, evaluate, item_groups
     from flexguard.train.embedded.config import CrossEncoderConfig
     from flexguard.train.embedded.crossencoder import cross_validate, load_data, make_train_set
     from flexguard.train.embedded.cv import cross_fitted_scores
 
     base = CrossEncoderConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"), seed=seed, epochs=3,
-                              layers=layers, max_len=max_len, corpus_weights=weights)
+                              layers=layers, max_len=max_len, corpus_weights=weights, rationale_weight=rationale)
     variant = (("" if layers == 3 else f"_{layers}_layers") + ("" if max_len == WINDOW else f"_{max_len}_window")
-               + ("" if weights == "none" else f"_{weights}"))
+               + ("" if weights == "none" else f"_{weights}") + (f"_rationale_{rationale:g}" if rationale else ""))
     label = (f"crossencoder, {layers} layers" + ("" if max_len == WINDOW else f", {max_len}-piece window")
-             + ("" if weights == "none" else f", corpus {weights}"))
+             + ("" if weights == "none" else f", corpus {weights}") + (f", rationale {rationale:g}" if rationale else ""))
     fb, corpus = load_data(base)
     tok = load_minilm_tokenizer()
 
@@ -115,12 +157,15 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
             tiers = np.array([it.tier.rank for it in fb[subset]])
             scores = cross_fitted_scores(logits[subset], tiers, cfg.cut_calibration, seed=seed)
             ev = evaluate(scores, tiers, n_boot=1000, seed=seed)
-            by_source = breakdown(scores, tiers, [it.source for it in fb[subset]])
+            groups = item_groups(fb[subset])
+            by_source, by_length = (breakdown(scores, tiers, groups[g]) for g in ("source", "length"))
             rows.append({"model": f"{label} (int8, calibrated)", "subset": subset, "corpus": name,
                          "corpus_rows": len(part), "epochs": n_epochs, **ev.summary(3),
+                         "loose_auroc": round(ev.regimes["loose"].auroc, 3),
                          "cv_s": round(cv_s) if np.isfinite(cv_s) else None, "oof_from": how,
-                         "loose_f1_by_source": {k: g["loose"]["f1"] for k, g in by_source.items()}})
-            print(table(rows[-1:], [k for k in rows[-1] if k != "loose_f1_by_source"]), flush=True)
+                         "loose_f1_by_source": {k: g["loose"]["f1"] for k, g in by_source.items()},
+                         "loose_by_length": {k: {"n": g["n"], **g["loose"]} for k, g in by_length.items()}})
+            print(table(rows[-1:], [k for k in rows[-1] if not k.startswith("loose_") or k == "loose_auroc"]), flush=True)
     return rows
 
 
@@ -130,6 +175,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=["frozen", "crossencoder"], default="frozen")
+    ap.add_argument("--vary", choices=["corpus", "flexbench"], default="corpus",
+                    help="frozen: grow the teacher corpus (default) or the FlexBench-R rows each fold trains on")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=str(ROOT / "runs" / "learning_curve"))
     ap.add_argument("--points", nargs="+", choices=[OLD, HALF, ALL], default=[OLD, HALF, ALL],
@@ -139,12 +186,20 @@ def main() -> None:
                     help=f"cross-encoder: word pieces per window ({WINDOW} ships; MiniLM has 512)")
     ap.add_argument("--corpus-weights", default="none", choices=CORPUS_WEIGHTS,
                     help="cross-encoder: loss weights of the corpus rows (see flexguard train encoder --help)")
+    ap.add_argument("--rationale-weight", type=float, default=0.0,
+                    help="cross-encoder: weight of the rationale auxiliary loss (see flexguard train encoder --help)")
     ap.add_argument("--epochs", type=float, default=None,
                     help="cross-encoder: epochs at every point (default: the old point's compute, 3 epochs over 7,037 rows)")
     args = ap.parse_args()
+    if args.vary == "flexbench":
+        rows = frozen_in_domain(args.seed)
+        print(table(rows, ["subset", "flexbench_share", "flexbench_rows_per_fold", "corpus", "f1_loose", "worst_f1",
+                           "worst_f1_ci", "spearman", "loose_auroc"]))
+        print(f"-> {write_result('learning_curve_in_domain', {'rows': rows})}")
+        return
     rows = (frozen(args.seed) if args.model == "frozen"
             else crossencoder(args.seed, Path(args.work), args.points, args.epochs, args.layers, args.max_len,
-                               args.corpus_weights))
+                               args.corpus_weights, args.rationale_weight))
     print(table(rows, ["model", "subset", "corpus", "corpus_rows", "f1_strict", "f1_moderate", "f1_loose", "worst_f1",
                        "worst_f1_ci", "spearman"]))
     for subset in ("prompt", "response"):  # where the loose cut fails, and whether more data mends it
