@@ -41,17 +41,24 @@ def corpus_parts(items, seed: int) -> dict[str, list[int]]:
     return {OLD: old, HALF: sorted(old + half), ALL: list(range(len(items)))}
 
 
-def frozen(seed: int) -> list[dict]:
+def frozen_features(seed: int):
+    """The shipped frozen recipe's config, then each subset's name and embedded training data (cached)."""
     from flexguard.embedded.minilm import MiniLMEmbedder
-    from flexguard.metrics import evaluate
     from flexguard.train.embedded.config import FrozenConfig
-    from flexguard.train.embedded.frozen import cross_validate, load_features
+    from flexguard.train.embedded.frozen import load_features
 
     cfg = FrozenConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"), seed=seed)
     emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
-    rows = []
     for subset in ("prompt", "response"):
-        data = load_features(cfg, subset, emb)
+        yield cfg, subset, load_features(cfg, subset, emb)
+
+
+def frozen(seed: int) -> list[dict]:
+    from flexguard.metrics import evaluate
+    from flexguard.train.embedded.frozen import cross_validate
+
+    rows = []
+    for cfg, subset, data in frozen_features(seed):
         fb = data.fb
         for name, idx in corpus_parts(data.corpus_items, seed).items():
             oof = cross_validate(fb, data.corpus.take(np.array(idx)), cfg)
@@ -74,17 +81,12 @@ def frozen_in_domain(seed: int) -> list[dict]:
     """
     from sklearn.model_selection import train_test_split
 
-    from flexguard.embedded.minilm import MiniLMEmbedder
     from flexguard.metrics import evaluate
-    from flexguard.train.embedded.config import FrozenConfig
     from flexguard.train.embedded.cv import outer_cv_folds
-    from flexguard.train.embedded.frozen import fit_calibrated, load_features, predict_scores
+    from flexguard.train.embedded.frozen import fit_calibrated, predict_scores
 
-    cfg = FrozenConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"), seed=seed)
-    emb = MiniLMEmbedder(max_chunks=cfg.max_chunks)
     rows = []
-    for subset in ("prompt", "response"):
-        data = load_features(cfg, subset, emb)
+    for cfg, subset, data in frozen_features(seed):
         fb = data.fb
         for share, corpus in [*((f, data.corpus) for f in FB_SHARES), (1.0, None)]:
             score, used = np.zeros(len(fb.tiers)), 0
