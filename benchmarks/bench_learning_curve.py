@@ -7,6 +7,7 @@
     python benchmarks/bench_learning_curve.py --model crossencoder --max-len 512 --points "old 7,037"  # window
     python benchmarks/bench_learning_curve.py --model crossencoder --corpus-weights source-balanced --points "all 17,016"
     python benchmarks/bench_learning_curve.py --model crossencoder --rationale-weight 1 --points "all 17,016"
+    python benchmarks/bench_learning_curve.py --model crossencoder --pair-weight 1 --points "all 17,016"
 
 The corpus grew from 7,037 rows (ids up to ``fbt-07036``) to 17,016. Same protocol as the
 shipped models (5-fold CV on ``flexbench_r`` valid, each fold trained on the other folds plus
@@ -29,6 +30,11 @@ from _common import DATA, RESULTS, ROOT, table, write_result
 
 OLD_LAST = 7036  # fbt-07036: the last row of the 7,037-row corpus
 OLD, HALF, ALL = "old 7,037", "old + half of new", "all 17,016"
+# cross-encoder options away from the shipped recipe: how each names its run's folder (where the CV folds resume
+# from, so these names must not change) and its label in the tables; the layer count is always in the label
+OPTION_NAMES = {"layers": ("_{}_layers", None), "max_len": ("_{}_window", "{}-piece window"),
+                "corpus_weights": ("_{}", "corpus {}"), "rationale_weight": ("_rationale_{:g}", "rationale {:g}"),
+                "pair_weight": ("_pairs_{:g}", "pairs {:g}")}
 
 
 def corpus_parts(items, seed: int) -> dict[str, list[int]]:
@@ -104,8 +110,7 @@ def frozen_in_domain(seed: int) -> list[dict]:
     return rows
 
 
-def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None, layers: int,
-                 max_len: int, weights: str, rationale: float) -> list[dict]:
+def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None, options: dict) -> list[dict]:
     """The shipped recipe at each point; by default with the old point's compute (token passes) at every point.
 
     Three epochs over 17,016 rows would take 2.5 h of CV on 2 cores; at matched compute every
@@ -113,10 +118,11 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
     budget spent on more varied data buy more?". The old point at its 3 epochs *is* the shipped
     model's CV (same config, folds, seed and rows): its out-of-fold logits are read from the
     shipped ``cv_oof.json`` instead of being recomputed, after checking the config matches.
+    ``options``: :class:`CrossEncoderConfig` fields of :data:`OPTION_NAMES` to change.
     """
     import dataclasses
 
-    from flexguard.embedded.minilm import WINDOW, load_minilm_tokenizer
+    from flexguard.embedded.minilm import load_minilm_tokenizer
     from flexguard.embedded.scorers import shipped_model_dir
     from flexguard.metrics import breakdown, evaluate, item_groups
     from flexguard.train.embedded.config import CrossEncoderConfig
@@ -124,11 +130,12 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
     from flexguard.train.embedded.cv import cross_fitted_scores
 
     base = CrossEncoderConfig(flexbench=str(DATA / "flexbench_r"), distill=str(DATA / "distill"), seed=seed, epochs=3,
-                              layers=layers, max_len=max_len, corpus_weights=weights, rationale_weight=rationale)
-    variant = (("" if layers == 3 else f"_{layers}_layers") + ("" if max_len == WINDOW else f"_{max_len}_window")
-               + ("" if weights == "none" else f"_{weights}") + (f"_rationale_{rationale:g}" if rationale else ""))
-    label = (f"crossencoder, {layers} layers" + ("" if max_len == WINDOW else f", {max_len}-piece window")
-             + ("" if weights == "none" else f", corpus {weights}") + (f", rationale {rationale:g}" if rationale else ""))
+                              **options)
+    shipped_recipe = CrossEncoderConfig()
+    changed = [k for k in OPTION_NAMES if getattr(base, k) != getattr(shipped_recipe, k)]
+    variant = "".join(OPTION_NAMES[k][0].format(getattr(base, k)) for k in changed)
+    label = ", ".join([f"crossencoder, {base.layers} layers"]
+                      + [OPTION_NAMES[k][1].format(getattr(base, k)) for k in changed if OPTION_NAMES[k][1]])
     fb, corpus = load_data(base)
     tok = load_minilm_tokenizer()
 
@@ -190,6 +197,8 @@ def main() -> None:
                     help="cross-encoder: loss weights of the corpus rows (see flexguard train encoder --help)")
     ap.add_argument("--rationale-weight", type=float, default=0.0,
                     help="cross-encoder: weight of the rationale auxiliary loss (see flexguard train encoder --help)")
+    ap.add_argument("--pair-weight", type=float, default=0.0,
+                    help="cross-encoder: weight of the contrastive pair loss (see flexguard train encoder --help)")
     ap.add_argument("--epochs", type=float, default=None,
                     help="cross-encoder: epochs at every point (default: the old point's compute, 3 epochs over 7,037 rows)")
     args = ap.parse_args()
@@ -200,8 +209,9 @@ def main() -> None:
         print(f"-> {write_result('learning_curve_in_domain', {'rows': rows})}")
         return
     rows = (frozen(args.seed) if args.model == "frozen"
-            else crossencoder(args.seed, Path(args.work), args.points, args.epochs, args.layers, args.max_len,
-                               args.corpus_weights, args.rationale_weight))
+            else crossencoder(args.seed, Path(args.work), args.points, args.epochs,
+                               {"layers": args.layers, "max_len": args.max_len, "corpus_weights": args.corpus_weights,
+                                "rationale_weight": args.rationale_weight, "pair_weight": args.pair_weight}))
     print(table(rows, ["model", "subset", "corpus", "corpus_rows", "f1_strict", "f1_moderate", "f1_loose", "worst_f1",
                        "worst_f1_ci", "spearman"]))
     for subset in ("prompt", "response"):  # where the loose cut fails, and whether more data mends it

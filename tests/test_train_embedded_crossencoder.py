@@ -131,6 +131,59 @@ def test_rationale_auxiliary_loss_teaches_the_reasons_and_skips_rows_without_one
         CrossEncoderConfig(rationale_weight=-1)
 
 
+def test_contrastive_pairs_rank_answers_to_the_same_prompt(tiny_base):
+    from flexguard.embedded.minilm import load_minilm_tokenizer
+    from flexguard.train.embedded.crossencoder import _collate, build_model, contrastive_partners
+
+    refusal = "I can't help with that, but here is a safe alternative."
+    items = fixture_items() + [Item(id=f"x{n}", prompt=p, response=refusal, tier=Tier.BENIGN, category=Category.SAFE)
+                               for n, (p, *_) in enumerate(ROWS)]
+    partner = contrastive_partners(items)
+    for it, j in zip(items, partner):
+        if it.response is None or (it.tier.rank == 0 and items[j].prompt != it.prompt):
+            assert j == -1  # prompts, and answers to a prompt whose every answer is BENIGN, have no partner
+        else:
+            assert items[j].prompt == it.prompt and (items[j].tier.rank == 0) != (it.tier.rank == 0)
+    harmful_answers = sum(it.response is not None and it.tier.rank > 0 for it in items)
+    assert (partner >= 0).sum() == harmful_answers + sum(Tier(t).rank > 0 for _, _, t, _, _ in ROWS)
+
+    cfg = CrossEncoderConfig(base=tiny_base, layers=None, lr=3e-3, max_steps=40, batch_size=8, max_len=64,
+                             pair_weight=1.0)
+    data = make_train_set(items, [1.0] * len(items), load_minilm_tokenizer(), 64, pairs=True)
+    batch = _collate([data[i] for i in range(len(data))])
+    assert len(batch["pair_rows"]) == (partner >= 0).sum() and set(batch["pair_sign"].tolist()) == {-1.0, 1.0}
+
+    untrained = build_model(cfg, data.pos_weight())
+    with torch.no_grad():  # the batch's partners add the ranking term to the loss
+        assert float(untrained(**batch)["loss"]) > float(untrained(**{k: v for k, v in batch.items()
+                                                                      if not k.startswith("pair_")})["loss"])
+    tiers = np.array([it.tier.rank for it in items])
+    has = partner >= 0
+
+    def misranking(model):  # mean RankNet loss of the pairs, from the scoring path
+        sev = torch_logits(model, items, max_len=64)[0].sum(1)
+        return float(np.logaddexp(0, -np.sign(tiers[has] - tiers[partner[has]]) * (sev[has] - sev[partner[has]])).mean())
+
+    trained = fit(items, [1.0] * len(items), cfg, progress=False)
+    plain = fit(items, [1.0] * len(items), dataclasses.replace(cfg, pair_weight=0.0), progress=False)
+    assert misranking(trained) < misranking(plain) < misranking(untrained)
+    assert "partner" not in make_train_set(items, [1.0] * len(items), load_minilm_tokenizer(), 64)[len(items) - 1]
+    with pytest.raises(ConfigError, match="pair_weight"):
+        CrossEncoderConfig(pair_weight=-1)
+
+
+def test_fold_key_is_pinned_and_a_new_option_changes_it_only_when_used():
+    """Fold files written by earlier versions stay valid: a default config's key must not drift."""
+    from flexguard.train.embedded.crossencoder import _fold_key
+
+    fb = {"prompt": [Item(id="p1", prompt="a"), Item(id="p2", prompt="b")],
+          "response": [Item(id="r1", prompt="a", response="x")]}
+    corpus = [Item(id="c1", prompt="c")]
+    assert _fold_key(CrossEncoderConfig(), fb, corpus) == "bc8cc58ee55b36d4"
+    assert _fold_key(CrossEncoderConfig(layers=6), fb, corpus) == "31c3d1f472f8d713"
+    assert _fold_key(CrossEncoderConfig(pair_weight=0.5), fb, corpus) != "bc8cc58ee55b36d4"
+
+
 def test_layers_are_cut_and_bad_config_rejected(tiny_base):
     from pathlib import Path
 

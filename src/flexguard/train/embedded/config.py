@@ -113,6 +113,10 @@ class CrossEncoderConfig(EmbeddedTrainConfig):
     rationale_weight: float = field(default=0.0, metadata={
         "help": "weight of an auxiliary loss: the pooled encoding predicts the (frozen MiniLM) embedding of the "
                 "teacher's rationale, on corpus rows that carry one, so the encoder learns why an item is risky; 0 = off"})
+    pair_weight: float = field(default=0.0, metadata={
+        "help": "weight of a contrastive ranking loss between responses to the same prompt that the teacher put in "
+                "different tiers: the riskier one's summed cut logits must exceed the other's, so the model learns that "
+                "the response, not the prompt it shares, carries the risk; 0 = off"})
     corpus_weights: str = field(default="none", metadata={
         "help": "loss weights of the corpus rows, mean 1 per mode: 'none', 'tier-matched' (FlexBench's tier mix), "
                 "'source-balanced' (each source the same total) or 'hard-x2' (teacher contradicts the source's label)",
@@ -136,5 +140,7 @@ class CrossEncoderConfig(EmbeddedTrainConfig):
             raise ConfigError(f"corpus_weights must be one of {', '.join(CORPUS_WEIGHTS)}, got {self.corpus_weights!r}")
         if self.rationale_weight < 0:
             raise ConfigError(f"rationale_weight must be >= 0, got {self.rationale_weight}")
+        if self.pair_weight < 0:
+            raise ConfigError(f"pair_weight must be >= 0, got {self.pair_weight}")
         if self.soft_targets < 0:
             raise ConfigError(f"soft_targets is a width in score points (>= 0), got {self.soft_targets}")

@@ -8,6 +8,9 @@
   "asks how to break into a neighbour's house".
 * **One model for both subsets, pairs for responses**: the response is read together with
   its prompt (BERT segment B), which a pair of independent embeddings cannot do.
+* **Contrastive pairs** (optional, ``pair_weight``): responses to the same prompt that the
+  teacher put in different tiers are ranked against each other, so the risk is read from the
+  response and not from the prompt they share.
 * **One logit per tier cut point** (class-balanced BCE each), so the rare HIGH / EXTREME
   cuts are trained for themselves instead of being pulled toward the mean as a regressor
   would; a category head trained jointly (cross-entropy).
@@ -29,6 +32,7 @@ import shutil
 import sys
 import time
 import warnings
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -81,6 +85,8 @@ def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = No
 
     With ``rationale_dim`` a training-only head maps the pooled encoding to the space of the
     rationale embeddings (``cfg.rationale_weight``); scoring and the exported graph never use it.
+    Batches that carry ``pair_*`` inputs (see :func:`contrastive_partners`) add the pair ranking
+    loss (``cfg.pair_weight``); the partners are encoded for that loss only.
     """
     torch, nn = _torch_modules()
     from transformers import AutoConfig, AutoModel
@@ -117,12 +123,16 @@ def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = No
             self.register_buffer("pos_weight", torch.tensor(pos_weight or [1.0] * N_CUTS, dtype=torch.float32))
             self.rationale_head = nn.Linear(hidden, rationale_dim) if rationale_dim else None
 
-        def forward(self, input_ids, attention_mask, token_type_ids, targets=None, cats=None, weight=None,
-                    rationale=None):
+        def pool(self, input_ids, attention_mask, token_type_ids):
             h = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state
             m = attention_mask.unsqueeze(-1).to(h.dtype)
-            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+            return (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+        def forward(self, input_ids, attention_mask, token_type_ids, targets=None, cats=None, weight=None,
+                    rationale=None, pair_input_ids=None, pair_attention_mask=None, pair_token_type_ids=None,
+                    pair_rows=None, pair_sign=None):
+            pooled = self.pool(input_ids, attention_mask, token_type_ids)
             cut_logits, cat_logits = self.cut_head(pooled), self.cat_head(pooled)
             if targets is None:
                 return cut_logits, cat_logits
@@ -134,6 +144,11 @@ def build_model(cfg: CrossEncoderConfig, pos_weight: Sequence[float] | None = No
                 w = weight * (rationale.abs().sum(1) > 0)
                 miss = 1.0 - nn.functional.cosine_similarity(self.rationale_head(pooled), rationale, dim=1)
                 loss = loss + cfg.rationale_weight * (miss * w).sum() / w.sum().clamp(min=1e-8)
+            if pair_rows is not None and cfg.pair_weight > 0:  # RankNet on the summed cut logits of each pair
+                partner = self.cut_head(self.pool(pair_input_ids, pair_attention_mask, pair_token_type_ids)).sum(1)
+                gap = pair_sign * (cut_logits[pair_rows].sum(1) - partner)
+                w = weight[pair_rows]
+                loss = loss + cfg.pair_weight * (nn.functional.softplus(-gap) * w).sum() / w.sum().clamp(min=1e-8)
             return {"loss": loss, "cut_logits": cut_logits}
 
     torch.manual_seed(cfg.seed)
@@ -151,6 +166,7 @@ class TrainSet:
     cats: np.ndarray
     weights: np.ndarray
     rationale: np.ndarray | None = None  # (n, d) embeddings of the teacher's rationales; zeros where there is none
+    partner: np.ndarray | None = None  # (n,) row of a contrastive partner (:func:`contrastive_partners`), -1: none
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -160,6 +176,10 @@ class TrainSet:
                "cats": int(self.cats[i]), "weight": float(self.weights[i])}
         if self.rationale is not None:
             row["rationale"] = self.rationale[i]
+        if self.partner is not None and self.partner[i] >= 0:
+            j = self.partner[i]
+            row["partner"] = {"input_ids": self.ids[j], "token_type_ids": self.types[j],
+                              "sign": 1.0 if self.tiers[i] > self.tiers[j] else -1.0}
         return row
 
     def pos_weight(self) -> list[float]:
@@ -193,11 +213,38 @@ def cut_targets(tiers: np.ndarray, risk_scores: np.ndarray, soft_width: float = 
     return np.where(np.isnan(scores), hard, soft)
 
 
+def contrastive_partners(items: Sequence[Item]) -> np.ndarray:
+    """For each item, the index of a response to the same prompt in another tier; -1 where there is none.
+
+    The partner is the response whose tier differs most (the first of those on a tie): the
+    clearest contrast of "same request, different answer, different risk". Prompt items and
+    responses whose prompt has no answer in another tier get none.
+
+    >>> from flexguard.rubric import Tier
+    >>> rows = [("q", "r1", Tier.BENIGN), ("q", "r2", Tier.HIGH), ("q", "r3", Tier.LOW), ("q2", "r4", Tier.LOW)]
+    >>> contrastive_partners([Item(id=r, prompt=p, response=r, tier=t) for p, r, t in rows]).tolist()
+    [1, 0, 1, -1]
+    """
+    groups: dict[str, list[int]] = defaultdict(list)
+    for k, it in enumerate(items):
+        if it.response is not None and it.tier is not None:
+            groups[it.prompt.strip()].append(k)
+    out = np.full(len(items), -1)
+    for members in groups.values():
+        ranks = np.array([items[k].tier.rank for k in members])
+        for k, rank in zip(members, ranks):
+            gap = np.abs(ranks - rank)
+            if gap.max() > 0:
+                out[k] = members[int(gap.argmax())]
+    return out
+
+
 def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, max_len: int,
-                   soft_width: float = 0.0, rationale: np.ndarray | None = None) -> TrainSet:
+                   soft_width: float = 0.0, rationale: np.ndarray | None = None, pairs: bool = False) -> TrainSet:
     """Rows of labelled items of either mode (prompt items first); every item needs a tier.
 
     ``rationale``: optional (len(items), d) embeddings of the items' rationales, zeros where none.
+    ``pairs``: give each row its contrastive partner (:func:`contrastive_partners`), if it has one.
     """
     if any(it.tier is None for it in items):
         raise DataError("fine-tuning needs a tier (severity or risk score) on every training item")
@@ -211,7 +258,8 @@ def make_train_set(items: Sequence[Item], weights: Sequence[float], tokenizer, m
     scores = np.array([np.nan if items[k].risk_score is None else items[k].risk_score for k in order], float)
     return TrainSet(ids, types, tiers, cut_targets(tiers, scores, soft_width),
                     np.array([CATEGORY_NAMES.index(items[k].category.value if items[k].category else "SAFE") for k in order]),
-                    np.asarray(weights, float)[order], None if rationale is None else rationale[order])
+                    np.asarray(weights, float)[order], None if rationale is None else rationale[order],
+                    contrastive_partners([items[k] for k in order]) if pairs else None)
 
 
 def rationale_embeddings(items: Sequence[Item], *, progress: bool = False) -> np.ndarray:
@@ -238,6 +286,12 @@ def _collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     batch["weight"] = torch.tensor([r["weight"] for r in rows], dtype=torch.float32)
     if "rationale" in rows[0]:
         batch["rationale"] = torch.from_numpy(np.stack([r["rationale"] for r in rows]))
+    pairs = [(b, r["partner"]) for b, r in enumerate(rows) if "partner" in r]
+    if pairs:  # the partners are encoded in the same step, for the pair ranking loss only
+        padded = pad_batch([p["input_ids"] for _, p in pairs], [p["token_type_ids"] for _, p in pairs])
+        batch.update({f"pair_{k}": torch.from_numpy(v) for k, v in padded.items()})
+        batch["pair_rows"] = torch.tensor([b for b, _ in pairs])
+        batch["pair_sign"] = torch.tensor([p["sign"] for _, p in pairs], dtype=torch.float32)
     return batch
 
 
@@ -250,7 +304,8 @@ def fit(items: Sequence[Item], weights: Sequence[float], cfg: CrossEncoderConfig
     from ...embedded.minilm import load_minilm_tokenizer
 
     rationale = rationale_embeddings(items, progress=progress) if cfg.rationale_weight > 0 else None
-    data = make_train_set(items, weights, load_minilm_tokenizer(), cfg.max_len, cfg.soft_targets, rationale)
+    data = make_train_set(items, weights, load_minilm_tokenizer(), cfg.max_len, cfg.soft_targets, rationale,
+                          pairs=cfg.pair_weight > 0)
     model = build_model(cfg, data.pos_weight(), 0 if rationale is None else rationale.shape[1])
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
@@ -355,6 +410,7 @@ def outer_folds(fb: dict[str, list[Item]], cfg: CrossEncoderConfig) -> dict[str,
 
 
 FOLDS_DIR = "cv_folds"
+_KEY_NEUTRAL_WHEN_OFF = {"pair_weight": 0.0}
 
 
 def _fold_key(cfg: CrossEncoderConfig, fb: dict[str, list[Item]], corpus: Sequence[Item]) -> str:
@@ -362,8 +418,10 @@ def _fold_key(cfg: CrossEncoderConfig, fb: dict[str, list[Item]], corpus: Sequen
 
     The fields that choose the data are left out (the ids identify the data): a CV run by a
     benchmark from one working directory is reused by ``flexguard train encoder`` run from another.
+    Options added after fold files were first written are left out while off, so those files stay valid.
     """
-    settings = {k: v for k, v in asdict(cfg).items() if k not in ("flexbench", "distill", "distill_until")}
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("flexbench", "distill", "distill_until")
+                and not (k in _KEY_NEUTRAL_WHEN_OFF and v == _KEY_NEUTRAL_WHEN_OFF[k])}
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for items in (*fb.values(), corpus):
         h.update("\x00".join(it.id for it in items).encode())
