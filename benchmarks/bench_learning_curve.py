@@ -124,7 +124,7 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
 
     from flexguard.embedded.minilm import load_minilm_tokenizer
     from flexguard.embedded.scorers import shipped_model_dir
-    from flexguard.metrics import breakdown, evaluate, item_groups
+    from flexguard.metrics import breakdown, compare_paired, evaluate, item_groups
     from flexguard.train.embedded.config import CrossEncoderConfig
     from flexguard.train.embedded.crossencoder import cross_validate, load_data, make_train_set
     from flexguard.train.embedded.cv import cross_fitted_scores
@@ -148,33 +148,40 @@ def crossencoder(seed: int, work: Path, points: list[str], epochs: float | None,
     shipped = shipped_model_dir("crossencoder")
     card = json.loads((shipped / "card.json").read_text())
     shipped_cfg = CrossEncoderConfig.from_card(card["config"], flexbench=base.flexbench, distill=base.distill)
+    oof = json.loads((shipped / "cv_oof.json").read_text())
+    pos = {s: {i: k for k, i in enumerate(oof[s]["ids"])} for s in fb}
+    shipped_logits = {s: np.array(oof[s]["cut_logits_int8"])[[pos[s][it.id] for it in fb[s]]] for s in fb}
+    tiers = {s: np.array([it.tier.rank for it in fb[s]]) for s in fb}
+    shipped_scores = {s: cross_fitted_scores(shipped_logits[s], tiers[s], shipped_cfg.cut_calibration, seed=seed)
+                      for s in fb}
     rows = []
     for name in points:
         part = [corpus[k] for k in parts[name]]
         n_epochs = epochs or round(budget / (tokens(part) + fb_tokens), 2)
         cfg = dataclasses.replace(base, epochs=n_epochs, distill_until=OLD_LAST if name == OLD else None)
-        if name == OLD and shipped_cfg == cfg and card["corpus_items"] == len(part):
-            oof = json.loads((shipped / "cv_oof.json").read_text())
-            pos = {s: {i: k for k, i in enumerate(oof[s]["ids"])} for s in fb}
-            logits = {s: np.array(oof[s]["cut_logits_int8"])[[pos[s][it.id] for it in fb[s]]] for s in fb}
-            how, cv_s = "shipped model's cv_oof.json", card["cv_seconds"]
+        is_shipped = name == OLD and shipped_cfg == cfg and card["corpus_items"] == len(part)
+        if is_shipped:
+            logits, how, cv_s = shipped_logits, "shipped model's cv_oof.json", card["cv_seconds"]
         else:
             folder = name.replace(" ", "_").replace(",", "") + variant
             cv = cross_validate(fb, part, cfg, work_dir=work / folder)
             logits, how, cv_s = cv.cut_int8, "trained here", cv.seconds
         for subset in fb:
-            tiers = np.array([it.tier.rank for it in fb[subset]])
-            scores = cross_fitted_scores(logits[subset], tiers, cfg.cut_calibration, seed=seed)
-            ev = evaluate(scores, tiers, n_boot=1000, seed=seed)
+            scores = cross_fitted_scores(logits[subset], tiers[subset], cfg.cut_calibration, seed=seed)
+            ev = evaluate(scores, tiers[subset], n_boot=1000, seed=seed)
             groups = item_groups(fb[subset])
-            by_source, by_length = (breakdown(scores, tiers, groups[g]) for g in ("source", "length"))
+            by_source, by_length = (breakdown(scores, tiers[subset], groups[g]) for g in ("source", "length"))
+            vs = None if is_shipped else compare_paired(shipped_scores[subset], scores, tiers[subset], seed=seed)
             rows.append({"model": f"{label} (int8, calibrated)", "subset": subset, "corpus": name,
                          "corpus_rows": len(part), "epochs": n_epochs, **ev.summary(3),
                          "loose_auroc": round(ev.regimes["loose"].auroc, 3),
+                         "vs_shipped": vs and {k: {"diff": vs.diff[k], "ci": vs.ci[k], "p_better": vs.p_better[k]}
+                                               for k in ("worst_f1", "f1_loose", "spearman")},
                          "cv_s": round(cv_s) if np.isfinite(cv_s) else None, "oof_from": how,
                          "loose_f1_by_source": {k: g["loose"]["f1"] for k, g in by_source.items()},
                          "loose_by_length": {k: {"n": g["n"], **g["loose"]} for k, g in by_length.items()}})
-            print(table(rows[-1:], [k for k in rows[-1] if not k.startswith("loose_") or k == "loose_auroc"]), flush=True)
+            print(table(rows[-1:], [k for k in rows[-1] if not k.startswith(("loose_", "vs_")) or k == "loose_auroc"]),
+                  flush=True)
     return rows
 
 
@@ -219,6 +226,13 @@ def main() -> None:
         if sub:
             print(table([{"source": k, **{r["corpus"]: r["loose_f1_by_source"][k] for r in sub}}
                          for k in sub[0]["loose_f1_by_source"]], ["source", *(r["corpus"] for r in sub)]))
+    paired = [{"model": r["model"], "subset": r["subset"], "corpus": r["corpus"],
+               **{f"Δ {k} [95% CI]": f"{v['diff']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
+                  for k, v in r["vs_shipped"].items()}, "P(worst better)": r["vs_shipped"]["worst_f1"]["p_better"]}
+              for r in rows if r.get("vs_shipped")]
+    if paired:  # the same items resampled for both: is a difference to the shipped model real?
+        print("paired bootstrap vs the shipped model (this run minus shipped):")
+        print(table(paired, list(paired[0])))
     name = f"learning_curve_{args.model}"
     if args.model == "crossencoder":  # points run on other days stay in the file: each CV costs an hour or more
         done = RESULTS / f"{name}.json"

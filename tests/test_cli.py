@@ -69,6 +69,37 @@ def test_calibrate_command_writes_policy(tmp_path, flexbench_dir, preds, capsys)
     assert "held-out F1" in capsys.readouterr().out
 
 
+def test_report_paired_compares_runs_on_the_same_items(tmp_path, flexbench_dir, preds, capsys):
+    runs = {}
+    for name, recs in (("base", None), ("fixed", {3: 30, 8: 70}), ("worse", {7: 10, 9: 15})):
+        p = preds
+        if recs:
+            rows = [json.loads(x) for x in preds.read_text().splitlines()]
+            for k, v in recs.items():
+                rows[k]["score"] = v
+            p = write_predictions(tmp_path / f"{name}.jsonl", rows)
+        runs[name] = tmp_path / name
+        assert main(["bench", "--data", str(flexbench_dir), "--subset", "prompt", "--predictions", str(p),
+                     "--out", str(runs[name]), "-q", "--n-boot", "0"]) == 0
+    capsys.readouterr()
+    assert main(["report", *map(str, runs.values()), "--paired", "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "Paired bootstrap (200 draws, seed 0) on 10 items of prompt/valid" in out
+    paired = out[out.index("Paired bootstrap"):].splitlines()
+    fixed = next(x for x in paired if x.startswith("| fixed |")).split("|")
+    worse = next(x for x in paired if x.startswith("| worse |")).split("|")
+    # fixing the two mistakes lifts the loose F1 (the worst) from 0.8 to 1
+    assert fixed[3].strip().startswith("+0.200") and float(fixed[4]) > 0.5
+    assert worse[3].strip().startswith("-") and float(worse[4]) < 0.5
+    # the runs must have scored the same items
+    (runs["worse"] / "predictions.jsonl").write_text(
+        "\n".join((runs["worse"] / "predictions.jsonl").read_text().splitlines()[:-1]) + "\n")
+    assert main(["report", str(runs["base"]), str(runs["worse"]), "--paired"]) == 2
+    assert "no prediction for 1 of the 10 benchmark items" in capsys.readouterr().err
+    assert main(["report", str(runs["base"]), "--paired"]) == 2
+    assert "at least two runs" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["bench", "--data", "/nonexistent", "--predictions", "x.jsonl", "--out", "o"], "no such predictions file"),
     (["report", "/nonexistent"], "no metrics.json"),

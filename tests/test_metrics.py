@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 
 from flexguard.errors import DataError
-from flexguard.metrics import best_f1_threshold, binary_metrics, breakdown, evaluate, item_groups, length_group, threshold_sweep
+from flexguard.metrics import (
+    best_f1_threshold,
+    binary_metrics,
+    breakdown,
+    compare_paired,
+    evaluate,
+    item_groups,
+    length_group,
+    threshold_sweep,
+)
 from flexguard.rubric import Category
 from flexguard.schema import Item
 from flexguard.thresholds import Policy
@@ -160,3 +169,66 @@ def test_length_groups_cover_every_length_once_and_count_the_response():
     items = [Item(id="a", prompt="hi", source="s", category=Category.SAFE), Item(id="b", prompt="x" * 400)]
     assert item_groups(items) == {"source": ["s", None], "gold category": ["SAFE", None],
                                   "length": ["< 100 chars", "300–999 chars"]}
+
+
+def _noisy_scores(noise: float, seed: int, n: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    tiers = np.random.default_rng(0).integers(0, 5, n)
+    return np.clip(tiers * 20 + 10 + rng.normal(0, noise, n), 0, 100), tiers
+
+
+def test_paired_difference_is_the_difference_of_the_two_evaluations():
+    a, tiers = _noisy_scores(30, 1)
+    b, _ = _noisy_scores(12, 2)
+    c = compare_paired(a, b, tiers, n_boot=500)
+    ea, eb = evaluate(a, tiers, n_boot=0), evaluate(b, tiers, n_boot=0)
+    assert c.diff["worst_f1"] == pytest.approx(eb.worst_f1 - ea.worst_f1, abs=1e-4)
+    assert c.diff["f1_loose"] == pytest.approx(eb.regimes["loose"].f1 - ea.regimes["loose"].f1, abs=1e-4)
+    assert c.diff["spearman"] == pytest.approx(eb.spearman - ea.spearman, abs=1e-4)
+    # much less noise: better beyond doubt, and the interval brackets the estimate
+    assert c.ci["worst_f1"][0] > 0 and c.ci["spearman"][0] > 0 and c.p_better["spearman"] == 1.0
+    assert c.ci["worst_f1"][0] <= c.diff["worst_f1"] <= c.ci["worst_f1"][1]
+
+
+def test_paired_comparison_is_antisymmetric_and_seeded():
+    a, tiers = _noisy_scores(20, 1)
+    b, _ = _noisy_scores(20, 2)
+    ab, ba = compare_paired(a, b, tiers, n_boot=300, seed=3), compare_paired(b, a, tiers, n_boot=300, seed=3)
+    for k in ab.diff:
+        assert ab.diff[k] == pytest.approx(-ba.diff[k])
+        assert ab.ci[k] == pytest.approx([-ba.ci[k][1], -ba.ci[k][0]], abs=1e-4)
+    assert compare_paired(a, b, tiers, n_boot=300, seed=3) == ab
+    # equally noisy: the interval of the difference straddles 0
+    assert ab.ci["worst_f1"][0] < 0 < ab.ci["worst_f1"][1]
+
+
+def test_paired_interval_is_narrower_than_the_separate_intervals():
+    """What the two share cancels: a small shift of every score is resolved by the pairing."""
+    a, tiers = _noisy_scores(20, 1)
+    b = np.where(tiers >= 3, np.minimum(a + 4, 100), a)  # same ranking noise, riskier items nudged up
+    c = compare_paired(a, b, tiers, n_boot=1000)
+    sep = evaluate(a, tiers, n_boot=1000).ci["worst_f1"]
+    assert c.ci["spearman"][1] - c.ci["spearman"][0] < 0.05
+    assert c.ci["worst_f1"][1] - c.ci["worst_f1"][0] < (sep[1] - sep[0]) / 2
+
+
+def test_paired_comparison_counts_missing_scores_as_the_policy_says():
+    a, tiers = _noisy_scores(10, 1, n=50)
+    b = a.astype(object)
+    b[tiers == 0] = None  # every BENIGN item unscored
+    flagged = compare_paired(a, b, tiers, n_boot=10)  # fail closed: each one a false positive
+    assert flagged.diff["f1_strict"] < 0
+    lenient = compare_paired(a, b, tiers, on_missing="safe", n_boot=10)
+    assert lenient.diff["f1_strict"] >= 0
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"scores_b": [1.0, 2.0]}, "same items"),
+    ({"n_boot": 0}, "n_boot"),
+    ({"on_missing": "maybe"}, "on_missing"),
+    ({"policy": Policy(categories={"VIO": {"loose": 50}})}, "per-category"),
+])
+def test_paired_comparison_bad_inputs(kwargs, msg):
+    args = {"scores_a": SCORES, "scores_b": SCORES, "tiers": TIERS, **kwargs}
+    with pytest.raises(DataError, match=msg):
+        compare_paired(**args)

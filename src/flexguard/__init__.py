@@ -9,7 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .data import Benchmark, load_flexbench, load_public
 from .errors import ConfigError, DataError, FlexGuardError, UnknownBackendError
-from .metrics import Evaluation, evaluate
+from .metrics import Evaluation, PairedComparison, compare_paired, evaluate
 from .moderators import Moderator, get_moderator, register
 from .rubric import Category, Regime, Tier, score_to_tier
 from .schema import Item, ModerationResult
@@ -22,6 +22,6 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "Benchmark", "Category", "ConfigError", "DataError", "Evaluation", "FlexGuardError", "Item",
-    "ModerationResult", "Moderator", "Policy", "Regime", "Tier", "UnknownBackendError",
-    "evaluate", "get_moderator", "load_flexbench", "load_public", "register", "score_to_tier",
+    "ModerationResult", "Moderator", "PairedComparison", "Policy", "Regime", "Tier", "UnknownBackendError",
+    "compare_paired", "evaluate", "get_moderator", "load_flexbench", "load_public", "register", "score_to_tier",
 ]

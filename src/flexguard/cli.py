@@ -220,9 +220,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import compare_runs
+    from .report import compare_runs, paired_markdown
 
     table = compare_runs(args.runs)
+    if args.paired:
+        table += "\n" + paired_markdown(args.runs, data=args.data, n_boot=args.n_boot, seed=args.seed)
     if args.out:
         Path(args.out).write_text(table)
     print(table, end="")
@@ -403,6 +405,13 @@ def make_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="put several bench runs side by side")
     r.add_argument("runs", nargs="+")
     r.add_argument("--out", help="also write the table to this file")
+    r.add_argument("--paired", action="store_true",
+                   help="also compare each run with the first by a paired bootstrap on the same items: "
+                        "is the difference real or noise?")
+    r.add_argument("--data", help="--paired: the benchmark the runs scored (default: the file the first run's "
+                                  "manifest names)")
+    r.add_argument("--n-boot", type=int, default=2000, help="--paired: bootstrap draws (default 2000)")
+    r.add_argument("--seed", type=int, default=0, help="--paired: bootstrap seed")
     r.set_defaults(func=cmd_report)
 
     c = sub.add_parser("calibrate", help="fit a policy from predictions and labelled data")

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DataError
-from .metrics import Evaluation
+from .metrics import Evaluation, compare_paired
 from .rubric import TIER_CUTS, Tier
 
 
@@ -148,13 +148,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> str:
     """One Markdown table with a row per run: the FlexBench results table of a paper."""
     rows, regimes = [], None
     for d in run_dirs:
-        p = Path(d) / "metrics.json"
-        if not p.exists():
-            raise DataError(f"{d}: no metrics.json (is it a 'flexguard bench' output folder?)")
-        try:
-            m = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}: malformed JSON: {e}") from None
+        m = _run_metrics(Path(d))
         regimes = regimes or list(m["regimes"])
         rows.append((Path(d).name, m))
     head = "| run | model | subset | n | " + " | ".join(f"F1 {r}" for r in regimes) + " | avg F1 | worst F1 | spread | Spearman |"
@@ -165,4 +159,67 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> str:
         f1 = [_f(m["regimes"].get(r, {}).get("f1")) for r in regimes]
         lines.append(f"| {name} | {man.get('model', '?')} | {subset} | {m['n']} | " + " | ".join(f1)
                      + f" | {_f(m['avg_f1'])} | {_f(m['worst_f1'])} | {_f(m['f1_spread'])} | {_f(m.get('spearman'))} |")
+    return "\n".join(lines) + "\n"
+
+
+def _run_metrics(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / "metrics.json"
+    if not p.exists():
+        raise DataError(f"{run_dir}: no metrics.json (is it a 'flexguard bench' output folder?)")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}: malformed JSON: {e}") from None
+
+
+def paired_markdown(run_dirs: Sequence[str | Path], *, data: str | Path | None = None, n_boot: int = 2000,
+                    seed: int = 0) -> str:
+    """Each run after the first against the first, by a paired bootstrap on the same items.
+
+    Two runs' separate intervals overlap even when one model is reliably better, because both
+    move with the same hard items; resampling the items once for both (:func:`compare_paired`)
+    says whether a difference is real. The gold tiers are re-read from the benchmark file
+    each run's manifest names (``data`` overrides it, e.g. when the run was made elsewhere);
+    the first run's thresholds judge every run. Every run must have scored the same subset
+    and split completely.
+    """
+    from .data import load_flexbench
+    from .moderators.predictions import read_predictions
+    from .thresholds import Policy
+
+    if len(run_dirs) < 2:
+        raise DataError("a paired comparison needs at least two runs: a baseline and a run to compare with it")
+    runs = [(Path(d), _run_metrics(Path(d))) for d in run_dirs]
+    first = runs[0][1].get("manifest", {})
+    where = first.get("data", {})
+    for d, m in runs[1:]:
+        other = m.get("manifest", {}).get("data", {})
+        if (other.get("subset"), other.get("split")) != (where.get("subset"), where.get("split")):
+            raise DataError(f"{d} scored {other.get('subset')}/{other.get('split')}, {runs[0][0]} scored "
+                            f"{where.get('subset')}/{where.get('split')}: a paired comparison needs the same items")
+    source = data or where.get("origin")
+    if not source:
+        raise DataError(f"{runs[0][0]}/metrics.json names no benchmark file; pass it with --data")
+    bench = load_flexbench(source, subset=where.get("subset", "prompt"), split=where.get("split", "valid"))
+    policy = Policy.from_dict(first["thresholds"]) if "thresholds" in first else Policy()
+    on_missing = "safe" if policy.on_parse_error == "allow" else "unsafe"
+    ids = [it.id for it in bench.items]
+    scores = []
+    for d, _ in runs:
+        preds = read_predictions(d / "predictions.jsonl")
+        if lost := [i for i in ids if i not in preds]:
+            raise DataError(f"{d}: no prediction for {len(lost)} of the {len(ids)} benchmark items (e.g. {lost[0]!r}); "
+                            "an interrupted run resumes with the same 'flexguard bench' command")
+        scores.append([preds[i].score for i in ids])
+    lines = [f"Paired bootstrap ({n_boot} draws, seed {seed}) on {len(ids)} items of {bench.subset}/{bench.split}: "
+             f"each run minus `{runs[0][0].name}` ({first.get('model', '?')}); [95% CI], P = share of draws where "
+             "the run is ahead.", "",
+             "| run | model | Δ worst F1 [95% CI] | P | Δ avg F1 [95% CI] | Δ Spearman [95% CI] | P |",
+             "|---|---|---|---|---|---|---|"]
+    for (d, m), s in zip(runs[1:], scores[1:]):
+        c = compare_paired(scores[0], s, bench.tier_ranks, policy=policy, mode=bench.subset, on_missing=on_missing,
+                           n_boot=n_boot, seed=seed)
+        cell = {k: f"{c.diff[k]:+.3f} [{c.ci[k][0]:+.3f}, {c.ci[k][1]:+.3f}]" for k in c.diff}
+        lines.append(f"| {d.name} | {m.get('manifest', {}).get('model', '?')} | {cell['worst_f1']} | "
+                     f"{c.p_better['worst_f1']:.2f} | {cell['avg_f1']} | {cell['spearman']} | {c.p_better['spearman']:.2f} |")
     return "\n".join(lines) + "\n"
