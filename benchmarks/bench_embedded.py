@@ -4,12 +4,14 @@
     python benchmarks/bench_embedded.py --skip-quality  # speed and public suites only
     python benchmarks/bench_embedded.py --finetune-cv   # also rerun the cross-encoder's CV (~1 h)
 
-Three shipped models, side by side in one run:
+Four shipped models, side by side in one run:
 
 * ``embedded`` (default): the fine-tuned 3-layer MiniLM cross-encoder. Its 5-fold CV is part
   of ``flexguard train encoder --finetune`` (the cut-point calibration is fitted on those
   out-of-fold logits), so its quality rows are read from the shipped ``card.json``;
   ``--finetune-cv`` recomputes them here with the shipped config.
+* ``embedded-large``: the same recipe with all 6 MiniLM layers on the whole 17,016-row corpus;
+  its CV rows come from its ``card.json`` likewise (``--finetune-cv`` recomputes both).
 * ``embedded-frozen``: frozen MiniLM embeddings + MLP cut heads, CV recomputed here (~4 min
   with cached embeddings), next to a *binary* baseline (a logistic on the same features with
   only harmful/unharmful source labels, one decision for every regime) and the score with
@@ -72,13 +74,14 @@ def quality(seed: int = 0) -> dict:
     return out
 
 
-def crossencoder_quality(rerun: bool, seed: int = 0) -> dict:
-    """CV rows of the shipped cross-encoder: from its card.json, or recomputed with its config."""
+def crossencoder_quality(rerun: bool, seed: int = 0, folder: str = "crossencoder") -> dict:
+    """CV rows of a shipped cross-encoder (``crossencoder`` or ``large``): from its card.json, or
+    recomputed with its config."""
     from flexguard.embedded.scorers import shipped_model_dir
     from flexguard.train.embedded.config import CrossEncoderConfig
     from flexguard.train.embedded.crossencoder import cross_validate, cv_report, load_data
 
-    card = json.loads((shipped_model_dir("crossencoder") / "card.json").read_text())
+    card = json.loads((shipped_model_dir(folder) / "card.json").read_text())
     if not rerun:
         return {"source": "card.json of the shipped model (the CV run of `flexguard train encoder --finetune`)",
                 **card["cv"], "cv_seconds": card.get("cv_seconds")}
@@ -183,7 +186,7 @@ def main() -> None:
 
     payload: dict = {}
     if not args.skip_speed:
-        payload["speed"] = [speed(m) for m in ("embedded", "embedded-frozen", "embedded-ensemble")]
+        payload["speed"] = [speed(m) for m in ("embedded", "embedded-large", "embedded-frozen", "embedded-ensemble")]
         print(table(payload["speed"], list(payload["speed"][0])))
         payload["speed_targets"] = {"prompts_per_s": ">= 500", "p50_ms_one_prompt": "<= 10", "import_and_load_s": "<= 2",
                                     "peak_rss_mb": "<= 600"}
@@ -196,15 +199,18 @@ def main() -> None:
     if not args.skip_quality:
         payload["cv_crossencoder"] = crossencoder_quality(args.finetune_cv)
         print_cv("embedded (fine-tuned cross-encoder)", payload["cv_crossencoder"])
+        payload["cv_large"] = crossencoder_quality(args.finetune_cv, folder="large")
+        print_cv("embedded-large (fine-tuned 6-layer cross-encoder, all 17,016 corpus rows)", payload["cv_large"])
         payload["cv_frozen"] = quality()
         print_cv("embedded-frozen (frozen MiniLM + MLP cut heads) and the binary baseline", payload["cv_frozen"])
         payload["cv_ensemble"] = {"source": "card.json of the shipped ensemble (`flexguard train ensemble`)",
                                   **json.loads((shipped_model_dir("ensemble") / "card.json").read_text())["cv"]}
         print_cv("embedded-ensemble (members' out-of-fold scores mixed, knots cross-fitted)", payload["cv_ensemble"])
         shipped = lambda v: v[next(k for k in v if k.startswith("int8 ONNX, cut shifts"))]  # noqa: E731  what ships
-        ce = {s: shipped(v)["mean_score_by_tier"] for s, v in payload["cv_crossencoder"].items()
-              if isinstance(v, dict) and "uncalibrated" in v}
+        ce, large = ({s: shipped(v)["mean_score_by_tier"] for s, v in payload[k].items()
+                      if isinstance(v, dict) and "uncalibrated" in v} for k in ("cv_crossencoder", "cv_large"))
         reliability_plot({"fine-tuned cross-encoder (int8, calibrated cuts)": ce,
+                          "6-layer cross-encoder (embedded-large)": large,
                           "frozen MiniLM + MLP heads": {s: v["mean_score_by_tier"] for s, v in payload["cv_frozen"].items()},
                           "ensemble (prompts)": {"prompt": payload["cv_ensemble"]["prompt"][
                               "ensemble (rescaled, cross-fitted)"]["mean_score_by_tier"]}})

@@ -12,7 +12,7 @@ from flexguard.moderators.embedded import EmbeddedModerator
 from flexguard.rubric import Category
 from flexguard.schema import Item
 
-SHIPPED = ["embedded", "embedded-frozen", "embedded-ensemble"]
+SHIPPED = ["embedded", "embedded-frozen", "embedded-ensemble", "embedded-large"]
 
 
 @pytest.fixture(scope="module", params=SHIPPED)
@@ -115,8 +115,8 @@ def test_shipped_ensemble_is_the_rescaled_mean_of_the_shipped_models():
     ens = get_moderator("embedded-ensemble")
     meta = ens.scorer.meta
     prompts, pairs = [it for it in ITEMS if it.response is None], [it for it in ITEMS if it.response is not None]
-    members = [np.array([r.score for r in get_moderator(m).score(prompts)]) for m in ("embedded", "embedded-frozen")]
+    members = [np.array([r.score for r in get_moderator(m).score(prompts)]) for m in ("embedded-large", "embedded-frozen")]
     expected = rescale(sum(w * s for w, s in zip(meta.weights["prompt"], members)), np.array(meta.knots["prompt"]))
     assert np.allclose([r.score for r in ens.score(prompts)], expected, atol=0.01)
-    assert meta.weights["response"] == [1.0, 0.0]  # responses: the cross-encoder alone
-    assert [r.score for r in ens.score(pairs)] == [r.score for r in get_moderator("embedded").score(pairs)]
+    assert meta.weights["response"] == [1.0, 0.0]  # responses: the 6-layer cross-encoder alone
+    assert [r.score for r in ens.score(pairs)] == [r.score for r in get_moderator("embedded-large").score(pairs)]

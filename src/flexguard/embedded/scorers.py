@@ -45,7 +45,7 @@ class Scorer(Protocol):
 
 
 def shipped_model_dir(name: str) -> Path:
-    """Folder of a model shipped in the package: ``crossencoder``, ``frozen`` or ``ensemble``."""
+    """Folder of a model shipped in the package: ``crossencoder``, ``large``, ``frozen`` or ``ensemble``."""
     return Path(str(resources.files("flexguard") / "assets" / name))
 
 

@@ -25,6 +25,7 @@ BACKENDS: dict[str, str] = {
     "embedded": "flexguard.moderators.embedded:EmbeddedModerator",
     "embedded-frozen": "flexguard.moderators.embedded:FrozenEmbeddedModerator",
     "embedded-ensemble": "flexguard.moderators.embedded:EnsembleEmbeddedModerator",
+    "embedded-large": "flexguard.moderators.embedded:LargeEmbeddedModerator",
     "predictions": "flexguard.moderators.predictions:PredictionsModerator",
     "hf": "flexguard.moderators.hf:HFModerator",
     "openai": "flexguard.moderators.openai_compat:OpenAICompatibleModerator",
