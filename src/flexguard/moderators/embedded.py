@@ -4,11 +4,13 @@ Works offline right after ``pip install``. Four shipped models share this backen
 
 * ``embedded`` (default): all-MiniLM-L6-v2 cut to 3 layers and fine-tuned end to end as an
   ordinal cross-encoder (the response is read together with its prompt), int8 ONNX.
-* ``embedded-frozen``: frozen MiniLM sentence embeddings with small trained heads.
-* ``embedded-ensemble``: the two above averaged and re-calibrated, more accurate on
-  prompts and about 3.5× slower than the default.
 * ``embedded-large``: the default's recipe with all 6 MiniLM layers, trained on the whole
-  17,016-row teacher corpus: better ranking and loose cut on both subsets, about 2× slower.
+  17,016-row teacher corpus: better ranking and loose cut on both subsets, at about 0.7× the
+  default's throughput on prompts and 0.55× on prompt+response pairs.
+* ``embedded-frozen``: frozen MiniLM sentence embeddings with small trained heads.
+* ``embedded-ensemble``: ``embedded-large`` and ``embedded-frozen`` averaged and re-calibrated
+  on prompts (``embedded-large`` alone on responses): the most accurate on prompts, about 4×
+  slower than the default.
 
 This module only adapts a scorer (:mod:`flexguard.embedded.scorers`) to the
 :class:`~flexguard.moderators.Moderator` protocol. See the ``MODEL_CARD.md`` next to each
@@ -167,14 +169,14 @@ class FrozenEmbeddedModerator(EmbeddedModerator):
 
 
 class LargeEmbeddedModerator(EmbeddedModerator):
-    """The 6-layer cross-encoder: the most accurate local tier, at about twice the default's cost per item."""
+    """The 6-layer cross-encoder: the most accurate single local model, at up to twice the default's cost per item."""
 
     name = "embedded-large"
     default_weights = "large"
 
 
 class EnsembleEmbeddedModerator(EmbeddedModerator):
-    """Cross-encoder and frozen heads averaged: the more accurate, slower local tier."""
+    """The 6-layer cross-encoder and the frozen heads averaged on prompts: the most accurate, slowest local tier."""
 
     name = "embedded-ensemble"
     default_weights = "ensemble"
