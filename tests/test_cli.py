@@ -98,6 +98,11 @@ def test_report_paired_compares_runs_on_the_same_items(tmp_path, flexbench_dir, 
     assert "no prediction for 1 of the 10 benchmark items" in capsys.readouterr().err
     assert main(["report", str(runs["base"]), "--paired"]) == 2
     assert "at least two runs" in capsys.readouterr().err
+    # a run made elsewhere names a benchmark file that is not here: say so, and how to point at it
+    (flexbench_dir / "Guard_prompt_valid.csv").rename(tmp_path / "moved.csv")
+    assert main(["report", str(runs["base"]), str(runs["fixed"]), "--paired"]) == 2
+    assert "pass the file with --data" in capsys.readouterr().err
+    assert main(["report", str(runs["base"]), str(runs["fixed"]), "--paired", "--data", str(tmp_path / "moved.csv")]) == 0
 
 
 @pytest.mark.parametrize("argv, message", [

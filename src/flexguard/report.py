@@ -200,7 +200,12 @@ def paired_markdown(run_dirs: Sequence[str | Path], *, data: str | Path | None =
     source = data or where.get("origin")
     if not source:
         raise DataError(f"{runs[0][0]}/metrics.json names no benchmark file; pass it with --data")
-    bench = load_flexbench(source, subset=where.get("subset", "prompt"), split=where.get("split", "valid"))
+    try:
+        bench = load_flexbench(source, subset=where.get("subset", "prompt"), split=where.get("split", "valid"))
+    except DataError as e:
+        if data:
+            raise
+        raise DataError(f"{e} (the benchmark {runs[0][0]}/metrics.json names; pass the file with --data)") from None
     policy = Policy.from_dict(first["thresholds"]) if "thresholds" in first else Policy()
     on_missing = "safe" if policy.on_parse_error == "allow" else "unsafe"
     ids = [it.id for it in bench.items]
