@@ -153,6 +153,16 @@ class Evaluation:
         return out
 
 
+def _missing_policy(policy: Policy, on_missing: str | None) -> str:
+    """How items without a score or decision count: ``on_missing``, else as the policy's
+    ``on_parse_error`` decides (``allow`` is safe, ``flag`` and ``review`` are flagged)."""
+    if on_missing is None:
+        on_missing = "safe" if policy.on_parse_error == "allow" else "unsafe"
+    if on_missing not in ("safe", "unsafe"):
+        raise DataError(f"on_missing must be 'safe' or 'unsafe', got {on_missing!r}")
+    return on_missing
+
+
 def evaluate(
     scores: Sequence[float | None] | np.ndarray,
     tiers: Sequence[int] | np.ndarray,
@@ -194,10 +204,7 @@ def evaluate(
         raise DataError("nothing to evaluate: no items")
     if (y_tier < 0).any() or (y_tier > 4).any():
         raise DataError("gold tiers must be ranks 0-4 for every item")
-    if on_missing is None:
-        on_missing = "safe" if policy.on_parse_error == "allow" else "unsafe"
-    if on_missing not in ("safe", "unsafe"):
-        raise DataError(f"on_missing must be 'safe' or 'unsafe', got {on_missing!r}")
+    on_missing = _missing_policy(policy, on_missing)
     b = np.full(n, np.nan) if flagged is None else np.array([np.nan if v is None else float(v) for v in flagged])
     has_score = ~np.isnan(s)
     is_binary = ~has_score & ~np.isnan(b)
@@ -305,14 +312,14 @@ class PairedComparison:
 
 def compare_paired(scores_a: Sequence[float | None] | np.ndarray, scores_b: Sequence[float | None] | np.ndarray,
                    tiers: Sequence[int] | np.ndarray, *, policy: Policy | None = None, mode: str | None = None,
-                   on_missing: str = "unsafe", n_boot: int = 2000, seed: int = 0) -> PairedComparison:
+                   on_missing: str | None = None, n_boot: int = 2000, seed: int = 0) -> PairedComparison:
     """Paired bootstrap of the FlexBench metrics of two moderators' scores on the same items.
 
     The question "is model B better than model A?" asked with two separate intervals is
     answered "can't tell" far too often: both move with the same hard items. Resampling the
     items once for both answers it directly. Items without a score count as ``on_missing``
-    in every regime (flagged by default, as :func:`evaluate` does under a fail-closed policy)
-    and rank at 100 (or 0) for Spearman. ``policy`` and ``mode`` pick the thresholds as in
+    in every regime (by default as the policy's ``on_parse_error`` decides, as in
+    :func:`evaluate`) and rank at 100 (or 0) for Spearman. ``policy`` and ``mode`` pick the thresholds as in
     :func:`evaluate`; per-category thresholds are refused (they need each item's category).
     """
     from scipy.stats import rankdata
@@ -328,8 +335,7 @@ def compare_paired(scores_a: Sequence[float | None] | np.ndarray, scores_b: Sequ
         raise DataError("a paired comparison needs at least 2 items")
     if n_boot < 1:
         raise DataError(f"n_boot must be >= 1, got {n_boot}")
-    if on_missing not in ("safe", "unsafe"):
-        raise DataError(f"on_missing must be 'safe' or 'unsafe', got {on_missing!r}")
+    on_missing = _missing_policy(policy, on_missing)
     if policy.categories:
         raise DataError("a paired comparison applies one threshold per regime; this policy has per-category "
                         "thresholds (compare each moderator with evaluate(..., categories=...) instead)")

@@ -207,7 +207,6 @@ def paired_markdown(run_dirs: Sequence[str | Path], *, data: str | Path | None =
             raise
         raise DataError(f"{e} (the benchmark {runs[0][0]}/metrics.json names; pass the file with --data)") from None
     policy = Policy.from_dict(first["thresholds"]) if "thresholds" in first else Policy()
-    on_missing = "safe" if policy.on_parse_error == "allow" else "unsafe"
     ids = [it.id for it in bench.items]
     scores = []
     for d, _ in runs:
@@ -222,8 +221,8 @@ def paired_markdown(run_dirs: Sequence[str | Path], *, data: str | Path | None =
              "| run | model | Δ worst F1 [95% CI] | P | Δ avg F1 [95% CI] | Δ Spearman [95% CI] | P |",
              "|---|---|---|---|---|---|---|"]
     for (d, m), s in zip(runs[1:], scores[1:]):
-        c = compare_paired(scores[0], s, bench.tier_ranks, policy=policy, mode=bench.subset, on_missing=on_missing,
-                           n_boot=n_boot, seed=seed)
+        c = compare_paired(scores[0], s, bench.tier_ranks, policy=policy, mode=bench.subset, n_boot=n_boot,
+                           seed=seed)
         cell = {k: f"{c.diff[k]:+.3f} [{c.ci[k][0]:+.3f}, {c.ci[k][1]:+.3f}]" for k in c.diff}
         lines.append(f"| {d.name} | {m.get('manifest', {}).get('model', '?')} | {cell['worst_f1']} | "
                      f"{c.p_better['worst_f1']:.2f} | {cell['avg_f1']} | {cell['spearman']} | {c.p_better['spearman']:.2f} |")
